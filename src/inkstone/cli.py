@@ -1,0 +1,165 @@
+"""One function per start.py subcommand; each takes the built Config and the parsed flags."""
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+
+class UserError(RuntimeError):
+    """A problem the user can fix; printed without a traceback."""
+
+
+def run_doctor(cfg, args) -> int:
+    from .system_info import doctor_report
+
+    report, problems = doctor_report(cfg)
+    print(report)
+    return 1 if problems else 0
+
+
+def run_prepare(cfg, args) -> int:
+    from transformers import AutoTokenizer
+
+    from .data.prepare import SAMPLE_TEXT, PrepareError, prepare
+    from .model_files import resolve_base_model
+
+    if args.sample:
+        inputs = [SAMPLE_TEXT]
+    else:
+        inputs = args.input or [cfg.data.raw_dir]
+        if not args.input and not Path(cfg.data.raw_dir).is_dir():
+            raise UserError(f"no input: put novel .txt files under {cfg.data.raw_dir}, pass --input PATH, or use --sample")
+    model = resolve_base_model(cfg.model.base, cfg.model.models_dir, cfg.model.offline_fallback)
+    if model.note:
+        print(f"note: {model.note}", file=sys.stderr)
+    tokenizer = AutoTokenizer.from_pretrained(model.path)
+    try:
+        report = prepare(inputs, tokenizer, train_dir=cfg.data.train_dir, val_dir=cfg.data.val_dir,
+                         report_dir=cfg.data.prepared_dir, chunk_size=cfg.data.chunk_size,
+                         val_split=cfg.data.val_split, seed=cfg.data.seed)
+    except PrepareError as exc:
+        raise UserError(str(exc)) from exc
+    print(f"prepared {report.books} books, {report.chapters} chapters: {report.train_chunks} train chunks "
+          f"({report.train_tokens} tokens), {report.val_chunks} validation chunks ({report.val_tokens} tokens)")
+    print(f"report: {Path(cfg.data.prepared_dir) / 'report.json'}")
+    return 0
+
+
+def run_train(cfg, args) -> int:
+    from .model_files import resolve_base_model
+    from .train.jobs import new_run_name
+    from .train.qlora import TrainArgs, TrainingDataError, run_training
+
+    t = cfg.train
+    data = args.data or cfg.data.train_dir
+    val = args.val_data
+    if val is None and args.data is None and any(Path(cfg.data.val_dir).glob("*.jsonl")):
+        val = cfg.data.val_dir
+    model = resolve_base_model(cfg.model.base, cfg.model.models_dir, cfg.model.offline_fallback)
+    if model.note:
+        print(f"note: {model.note}", file=sys.stderr)
+    run_name = args.run_name or new_run_name()
+    targs = TrainArgs(
+        data=Path(data), val_data=Path(val) if val else None, base_model=model.path,
+        output_dir=Path(t.output_dir) / run_name, epochs=t.epochs, batch_size=t.batch_size,
+        grad_accum=t.grad_accum, lr=t.lr, lora_r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
+        max_seq_length=t.max_seq_length, max_steps=t.max_steps, load_in_4bit=cfg.model.load_in_4bit,
+        gradient_checkpointing=t.gradient_checkpointing, save_steps=t.save_steps, warmup_ratio=t.warmup_ratio,
+        seed=t.seed, resume=args.resume,
+    )
+    try:
+        adapter = run_training(targs)
+    except (TrainingDataError, FileNotFoundError) as exc:
+        raise UserError(str(exc)) from exc
+    print(f"adapter saved: {adapter}")
+    return 0
+
+
+def run_webui(cfg, args) -> int:
+    from .runtime import open_bridge
+    from .webui.app import AppContext, PortInUse, check_port_free, launch
+
+    w = cfg.webui
+    if w.share and not (w.username and w.password):
+        raise UserError("--share makes the studio public: set INKSTONE_WEBUI__USERNAME and "
+                        "INKSTONE_WEBUI__PASSWORD (or [webui] username/password in inkstone.toml) first")
+    try:
+        check_port_free(w.host, w.port)  # before the minute-long engine start, not after
+    except PortInUse as exc:
+        raise UserError(str(exc)) from exc
+    notes: list[str] = []
+    print("[inkstone] starting the engine (the first start converts the offline model and takes a few minutes)")
+    bridge = open_bridge(cfg, notes=notes)
+    for n in notes:
+        print(f"note: {n}")
+    ctx = AppContext(cfg=cfg, bridge=bridge, notes=notes)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    demo = None
+    try:
+        demo = launch(ctx, block=False)
+        print(f"[inkstone] studio at http://{'localhost' if w.host in ('0.0.0.0', '') else w.host}:{w.port}"
+              + (f"  public: {demo.share_url}" if getattr(demo, "share_url", None) else ""))
+        done.wait()
+    except KeyboardInterrupt:
+        print("\n[inkstone] shutting down")
+    except PortInUse as exc:
+        raise UserError(str(exc)) from exc
+    finally:
+        if ctx.train_job is not None and ctx.train_job.running:
+            ctx.train_job.stop()
+        if demo is not None:
+            demo.close()
+        bridge.stop()
+    return 0
+
+
+def run_inference(cfg, args) -> int:
+    from .inference.engine import AdapterError, Finished, GenerationParams, Text
+    from .inference.prompts import PromptTooLong
+    from .runtime import open_bridge
+
+    prompt = args.prompt if args.prompt is not None else sys.stdin.read()
+    story_text = args.story_text.read_text(encoding="utf-8") if args.story_text else ""
+    if not prompt.strip() and not story_text.strip():
+        raise UserError("nothing to write from: give a prompt argument, pipe text on stdin, or --story-text FILE")
+    notes: list[str] = []
+    bridge = open_bridge(cfg, memory=not args.no_memory, notes=notes)
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    try:
+        adapter = bridge.register_adapter(args.lora) if args.lora else None
+        params = GenerationParams.from_config(cfg.inference)
+        stream = bridge.stream(
+            "" if args.raw else prompt, story_text, params, adapter=adapter, use_memory=not args.no_memory,
+            raw_prompt=prompt if args.raw else None,
+        )
+        for ev in stream:
+            if isinstance(ev, Text):
+                sys.stdout.write(ev.text)
+                sys.stdout.flush()
+            elif isinstance(ev, Finished):
+                sys.stdout.write("\n")
+                print(f"[{ev.output_tokens} tokens, {ev.output_tokens / max(ev.elapsed_s, 1e-9):.1f} tok/s, "
+                      f"finish: {ev.finish_reason}]", file=sys.stderr)
+    except (PromptTooLong, AdapterError) as exc:
+        raise UserError(str(exc)) from exc
+    finally:
+        bridge.stop()
+    return 0
+
+
+def run_bench(cfg, args) -> int:
+    from .bench.serve import run_serve_bench
+
+    out = args.output or (Path(cfg.root) / "bench-results" / f"{args.what}.json")
+    levels = [int(x) for x in args.streams.split(",") if x.strip()]
+    result = run_serve_bench(cfg, levels=levels, max_tokens=args.max_tokens)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    print(json.dumps(result.get("summary", result), indent=2, ensure_ascii=False))
+    print(f"written: {out}")
+    return 0

@@ -1,0 +1,385 @@
+"""The engine bridge: the only module that imports vLLM.
+
+One asyncio event loop, on its own thread, owns the vLLM `AsyncLLM` engine and
+the memory store. Everything else (Gradio handlers, the CLI, benchmarks)
+reaches them only through `asyncio.run_coroutine_threadsafe`. Generation
+streams back as text deltas, coalesced to about `stream_interval_ms` so a
+browser is not sent one update per token. Closing the consumer (a stopped
+Gradio event, a closed tab) cancels the coroutine, and vLLM aborts the request.
+The memory store runs on one worker thread of its own so embedding a query
+never stalls the engine's loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import json
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Union
+
+from ..memory.store import MemoryEntry, MemoryStore
+from . import prompts
+
+log = logging.getLogger(__name__)
+
+
+class AdapterError(ValueError):
+    """An adapter path that cannot be used; the message is for the user."""
+
+
+@dataclass
+class GenerationParams:
+    temperature: float = 0.8
+    top_p: float = 0.9
+    top_k: int = 50
+    max_tokens: int = 512
+    repetition_penalty: float = 1.1
+    seed: Optional[int] = None
+
+    @classmethod
+    def from_config(cls, inf) -> "GenerationParams":
+        return cls(inf.temperature, inf.top_p, inf.top_k, inf.max_tokens, inf.repetition_penalty, inf.seed)
+
+
+# Events a stream yields, in order: one Prepared, Text chunks, one Finished.
+@dataclass
+class Prepared:
+    prompt: str
+    prompt_tokens: int
+    memories: list[MemoryEntry] = field(default_factory=list)
+
+
+@dataclass
+class Text:
+    text: str
+
+
+@dataclass
+class Finished:
+    output_tokens: int
+    finish_reason: Optional[str]
+    ttft_s: Optional[float]
+    elapsed_s: float
+
+
+StreamEvent = Union[Prepared, Text, Finished]
+_END = object()
+
+
+@dataclass
+class EngineSettings:
+    model_path: Path
+    model_name: str
+    max_model_len: int = 4096
+    dtype: str = "auto"
+    gpu_memory_utilization: float = 0.85
+    cpu_kv_cache_gib: float = 2.0
+    max_loras: int = 4
+    max_lora_rank: int = 64
+    stream_interval_ms: int = 30
+    prompt_format: prompts.PromptFormat = "auto"
+    system_prompt: str = ""
+    memory_items: int = 8
+    memory_token_budget: int = 1024
+
+    @classmethod
+    def from_config(cls, cfg, model_path: Path, model_name: str) -> "EngineSettings":
+        return cls(
+            model_path=Path(model_path), model_name=model_name, max_model_len=cfg.model.max_model_len,
+            dtype=cfg.model.dtype, gpu_memory_utilization=cfg.model.gpu_memory_utilization,
+            cpu_kv_cache_gib=cfg.model.cpu_kv_cache_gib, max_loras=cfg.model.max_loras,
+            max_lora_rank=cfg.model.max_lora_rank, stream_interval_ms=cfg.inference.stream_interval_ms,
+            system_prompt=cfg.inference.system_prompt, memory_items=cfg.memory.max_memory_items,
+            memory_token_budget=cfg.memory.context_token_budget,
+        )
+
+
+def _on_gpu() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:
+        return False
+
+
+class EngineBridge:
+    def __init__(self, settings: EngineSettings, memory_factory: Optional[Callable[[], MemoryStore]] = None,
+                 adapter_dirs: tuple[Path, ...] = ()):
+        self.settings = settings
+        self._memory_factory = memory_factory
+        self.adapter_dirs = tuple(Path(d) for d in adapter_dirs)
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
+        self.engine = None
+        self.memory: Optional[MemoryStore] = None
+        self.tokenizer = None
+        self.prompt_format: str = "plain"
+        self._thread: Optional[threading.Thread] = None
+        self._memory_exec = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory")
+        self._adapters: dict[str, tuple[int, Path]] = {}  # name -> (lora id, folder)
+        self._lora_ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self.started_at: Optional[float] = None
+
+    # ---- lifecycle ------------------------------------------------------------
+    def start(self, timeout: float = 900) -> "EngineBridge":
+        ready: concurrent.futures.Future = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._run_loop, args=(ready,), name="engine-loop", daemon=True)
+        self._thread.start()
+        ready.result(timeout=timeout)  # re-raises a failed start here
+        self.started_at = time.time()
+        return self
+
+    def _run_loop(self, ready: concurrent.futures.Future) -> None:
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self._open())
+        except BaseException as exc:  # report to start(), then leave
+            ready.set_exception(exc)
+            self.loop.close()
+            return
+        ready.set_result(True)
+        self.loop.run_forever()
+        self.loop.close()
+
+    async def _open(self) -> None:
+        from transformers import AutoTokenizer
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        s = self.settings
+        self.tokenizer = AutoTokenizer.from_pretrained(s.model_path)
+        self.prompt_format = prompts.resolve_format(self.tokenizer, s.prompt_format, s.model_name)
+        if self._memory_factory is not None:
+            self.memory = await self.loop.run_in_executor(self._memory_exec, self._memory_factory)
+        kwargs: dict[str, Any] = dict(
+            model=str(s.model_path), tokenizer=str(s.model_path), max_model_len=s.max_model_len,
+            dtype=s.dtype, enable_lora=True, max_loras=s.max_loras, max_lora_rank=s.max_lora_rank,
+            disable_log_stats=True, enable_log_requests=False,
+        )
+        if _on_gpu():
+            kwargs["gpu_memory_utilization"] = s.gpu_memory_utilization
+        else:
+            kwargs["kv_cache_memory_bytes"] = int(s.cpu_kv_cache_gib * (1 << 30))
+        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+
+    def stop(self) -> None:
+        if self.loop is None or self._thread is None:
+            return
+
+        async def _close():
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+            if self.engine is not None:
+                self.engine.shutdown()
+                self.engine = None  # shut down once, here, not again at interpreter exit
+
+        try:
+            asyncio.run_coroutine_threadsafe(_close(), self.loop).result(timeout=60)
+        except Exception as exc:
+            log.warning("engine shutdown: %s", exc)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=30)
+        self._memory_exec.shutdown(wait=True)
+        self._thread = None
+
+    def __enter__(self) -> "EngineBridge":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ---- calling into the loop ------------------------------------------------
+    def call(self, coro, timeout: Optional[float] = None):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=timeout)
+
+    def memory_call(self, method: str, *args, **kwargs):
+        """Run a MemoryStore method on the store's own thread, via the loop."""
+        if self.memory is None:
+            raise RuntimeError("no memory store is open")
+
+        async def run():
+            fn = getattr(self.memory, method)
+            return await self.loop.run_in_executor(self._memory_exec, lambda: fn(*args, **kwargs))
+
+        return self.call(run())
+
+    # ---- adapters ---------------------------------------------------------------
+    def available_adapters(self) -> dict[str, Path]:
+        """Registered adapters plus every finished adapter found under the adapter folders."""
+        found: dict[str, Path] = {name: path for name, (_, path) in self._adapters.items()}
+        for root in self.adapter_dirs:
+            if not root.is_dir():
+                continue
+            for cfg in sorted(root.glob("**/adapter_config.json")):
+                folder = cfg.parent
+                if any(part.startswith(".") or part.startswith("tmp-") for part in folder.relative_to(root).parts):
+                    continue  # incomplete (temporary) checkpoint
+                name = str(folder.relative_to(root))
+                found.setdefault(name, folder)
+        return found
+
+    def register_adapter(self, path: Union[str, Path], name: Optional[str] = None) -> str:
+        folder = Path(path).expanduser().resolve()
+        if not folder.is_dir():
+            raise AdapterError(f"adapter folder not found: {path}")
+        cfg_file = folder / "adapter_config.json"
+        if not cfg_file.is_file():
+            raise AdapterError(f"{path} is not a LoRA adapter folder (no adapter_config.json)")
+        try:
+            rank = int(json.loads(cfg_file.read_text(encoding="utf-8")).get("r", 0))
+        except (ValueError, json.JSONDecodeError) as exc:
+            raise AdapterError(f"{cfg_file}: unreadable adapter config ({exc})") from exc
+        if rank > self.settings.max_lora_rank:
+            raise AdapterError(
+                f"adapter {path} has rank {rank}, above the engine's max_lora_rank "
+                f"{self.settings.max_lora_rank}; raise model.max_lora_rank"
+            )
+        with self._lock:
+            for existing, (_, p) in self._adapters.items():
+                if p == folder:
+                    return existing
+            name = name or folder.name
+            if name in self._adapters:
+                name = f"{name}-{len(self._adapters) + 1}"
+            self._adapters[name] = (next(self._lora_ids), folder)
+        return name
+
+    def _lora_request(self, adapter: Optional[str]):
+        if not adapter:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        if adapter not in self._adapters:
+            known = self.available_adapters()
+            self.register_adapter(known[adapter] if adapter in known else adapter, name=adapter)
+        lora_id, folder = self._adapters[adapter]
+        return LoRARequest(adapter, lora_id, str(folder))
+
+    # ---- generation -------------------------------------------------------------
+    def assemble(self, instruction: str, story: str = "", *, max_tokens: int,
+                 memories: tuple[MemoryEntry, ...] = ()) -> prompts.AssembledPrompt:
+        s = self.settings
+        return prompts.assemble(
+            self.tokenizer, fmt=self.prompt_format, system=s.system_prompt, instruction=instruction,
+            story=story, memories=memories, max_model_len=s.max_model_len, max_tokens=max_tokens,
+            memory_token_budget=s.memory_token_budget,
+        )
+
+    def _sampling(self, p: GenerationParams):
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        return SamplingParams(
+            temperature=p.temperature, top_p=p.top_p, top_k=p.top_k, max_tokens=p.max_tokens,
+            repetition_penalty=p.repetition_penalty, seed=p.seed, output_kind=RequestOutputKind.DELTA,
+        )
+
+    async def _retrieve(self, query: str, story: Optional[str]) -> list[MemoryEntry]:
+        if self.memory is None or self.settings.memory_items <= 0 or not query.strip():
+            return []
+        hits = await self.loop.run_in_executor(
+            self._memory_exec, lambda: self.memory.search(query, k=self.settings.memory_items, story=story)
+        )
+        return [h.entry for h in hits]
+
+    async def _produce(self, put: Callable[[Any], None], instruction: str, story_text: str,
+                       params: GenerationParams, adapter: Optional[str], use_memory: bool,
+                       story: Optional[str], raw_prompt: Optional[str]) -> None:
+        """Runs on the engine loop: retrieve, assemble, generate; pushes events to `put`."""
+        t0 = time.perf_counter()
+        if raw_prompt is not None:
+            ids = self.tokenizer(raw_prompt).input_ids
+            limit = self.settings.max_model_len - params.max_tokens
+            if len(ids) > limit:
+                raise prompts.PromptTooLong(
+                    f"prompt is {len(ids)} tokens; at most {limit} fit "
+                    f"(context {self.settings.max_model_len} - max tokens {params.max_tokens})"
+                )
+            assembled = prompts.AssembledPrompt(text=raw_prompt, token_ids=ids)
+        else:
+            query = "\n".join(x for x in (instruction, story_text[-500:]) if x)
+            memories = await self._retrieve(query, story) if use_memory else []
+            assembled = self.assemble(instruction, story_text, max_tokens=params.max_tokens, memories=memories)
+        put(Prepared(assembled.text, len(assembled.token_ids), assembled.memories))
+        lora = self._lora_request(adapter)
+        n_out, ttft, reason = 0, None, None
+        async for out in self.engine.generate(
+            {"prompt_token_ids": assembled.token_ids}, self._sampling(params), uuid.uuid4().hex, lora_request=lora
+        ):
+            completion = out.outputs[0]
+            if ttft is None:
+                ttft = time.perf_counter() - t0
+            n_out += len(completion.token_ids)
+            if completion.text:
+                put(Text(completion.text))
+            if out.finished:
+                reason = completion.finish_reason
+        put(Finished(n_out, reason, ttft, time.perf_counter() - t0))
+
+    def stream(self, instruction: str = "", story_text: str = "", params: Optional[GenerationParams] = None, *,
+               adapter: Optional[str] = None, use_memory: bool = True, story: Optional[str] = None,
+               raw_prompt: Optional[str] = None, coalesce: bool = True) -> Iterator[StreamEvent]:
+        """Generate from any thread. Yields Prepared, then Text chunks, then Finished.
+        Closing the iterator early aborts the request inside the engine."""
+        params = params or GenerationParams()
+        q: queue.SimpleQueue = queue.SimpleQueue()
+
+        async def run():
+            try:
+                await self._produce(q.put, instruction, story_text, params, adapter, use_memory, story, raw_prompt)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                q.put(exc)
+            finally:
+                q.put(_END)
+
+        future = asyncio.run_coroutine_threadsafe(run(), self.loop)
+        interval = self.settings.stream_interval_ms / 1000.0 if coalesce else 0.0
+        try:
+            yield from _coalesced(q, interval)
+        finally:
+            if not future.done():
+                future.cancel()  # cancels the task on the loop; vLLM aborts the request
+
+    def generate(self, *args, **kwargs) -> str:
+        return "".join(e.text for e in self.stream(*args, **kwargs) if isinstance(e, Text))
+
+
+def _coalesced(q: queue.SimpleQueue, interval: float) -> Iterator[StreamEvent]:
+    """Merge Text events into one per `interval` seconds. The first chunk goes out
+    at once (time to first token matters); later ones wait for the interval."""
+    pending: list[str] = []
+    last_flush = float("-inf")
+    while True:
+        wait = max(0.0, last_flush + interval - time.perf_counter()) if pending else None
+        try:
+            item = q.get_nowait() if wait == 0.0 else q.get(timeout=wait)
+        except queue.Empty:
+            item = None  # the interval is over: flush what we have
+        if isinstance(item, Text):
+            pending.append(item.text)
+            if time.perf_counter() - last_flush < interval:
+                continue
+        if pending:
+            yield Text("".join(pending))
+            pending.clear()
+            last_flush = time.perf_counter()
+        if item is None or isinstance(item, Text):
+            continue
+        if item is _END:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item

@@ -1,0 +1,1 @@
+"""Story memory: characters, plot events, world settings and key dialogue in ChromaDB."""

@@ -1,0 +1,28 @@
+"""Open the running parts of the studio from a Config: base model, embedder,
+memory store and engine bridge, with a note for every fallback taken."""
+from __future__ import annotations
+
+from .inference.engine import EngineBridge, EngineSettings
+from .memory.embeddings import load_embedder
+from .memory.store import MemoryStore
+from .model_files import resolve_base_model
+
+
+def open_bridge(cfg, *, memory: bool = True, notes: list[str] | None = None) -> EngineBridge:
+    """Start the engine bridge (blocks until the engine is ready). Fallback notes
+    are appended to `notes` so the caller can show them to the user."""
+    notes = notes if notes is not None else []
+    model = resolve_base_model(cfg.model.base, cfg.model.models_dir, cfg.model.offline_fallback)
+    if model.note:
+        notes.append(model.note)
+
+    def make_store() -> MemoryStore:
+        embedder, note = load_embedder(cfg.memory.embedding_model, cfg.memory.offline_fallback)
+        if note:
+            notes.append(note)
+        return MemoryStore(cfg.memory.db_dir, embedder)
+
+    settings = EngineSettings.from_config(cfg, model.path, model.name)
+    bridge = EngineBridge(settings, memory_factory=make_store if memory else None,
+                          adapter_dirs=(cfg.train.output_dir,))
+    return bridge.start()

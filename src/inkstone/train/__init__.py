@@ -1,0 +1,1 @@
+"""Inkstone train."""

@@ -1,0 +1,148 @@
+"""Training runs as child processes, watched through their progress files.
+
+The parent (web UI or CLI) starts `start.py train ...` with an argument list,
+never a shell string, and only reads `<run>/progress.jsonl` and `<run>/train.log`.
+A crashing run leaves the parent untouched.
+"""
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from .qlora import ADAPTER_DIRNAME, PROGRESS_FILE
+
+LOG_FILE = "train.log"
+
+
+def read_progress(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / PROGRESS_FILE
+    if not path.is_file():
+        return []
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass  # a line being written right now
+    return rows
+
+
+@dataclass
+class RunStatus:
+    run: str
+    state: str  # starting | running | done | stopped | failed
+    step: int = 0
+    max_steps: int = 0
+    loss: Optional[float] = None
+    eval_loss: Optional[float] = None
+    tokens_per_s: Optional[float] = None
+    eta_s: Optional[float] = None
+    message: str = ""
+    adapter: Optional[str] = None
+    losses: list[tuple[int, float]] = field(default_factory=list)
+
+    @property
+    def fraction(self) -> float:
+        return min(self.step / self.max_steps, 1.0) if self.max_steps else 0.0
+
+
+def summarize(run_dir: Path, exit_code: Optional[int]) -> RunStatus:
+    rows = read_progress(run_dir)
+    st = RunStatus(run=Path(run_dir).name, state="starting" if exit_code is None else "failed")
+    for r in rows:
+        ev = r.get("event")
+        if ev in ("start", "log"):
+            st.step = r.get("step", st.step)
+            st.max_steps = r.get("max_steps", st.max_steps)
+            if exit_code is None:
+                st.state = "running"
+        if ev == "log":
+            if "loss" in r:
+                st.loss = r["loss"]
+                st.losses.append((r["step"], r["loss"]))
+            st.eval_loss = r.get("eval_loss", st.eval_loss)
+            st.tokens_per_s = r.get("tokens_per_s", st.tokens_per_s)
+            st.eta_s = r.get("eta_s", st.eta_s)
+        elif ev == "error":
+            st.message = r.get("message", "")
+        elif ev == "done":
+            st.adapter = r.get("adapter")
+            st.state = "stopped" if r.get("stopped_early") else "done"
+    if exit_code not in (None, 0) and st.state not in ("done", "stopped"):
+        st.state = "failed"
+        if not st.message:
+            st.message = _last_error(Path(run_dir) / LOG_FILE)
+    return st
+
+
+def _last_error(log: Path) -> str:
+    if not log.is_file():
+        return "the training process ended without a log"
+    lines = [ln for ln in log.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    # The last exception line says the most; fall back to the last line.
+    for ln in reversed(lines):
+        if re.match(r"^[A-Za-z_.]*(Error|Exception)\b", ln):
+            return ln
+    return lines[-1] if lines else "the training process ended without output"
+
+
+class TrainJob:
+    def __init__(self, run_dir: Path, proc: subprocess.Popen):
+        self.run_dir = Path(run_dir)
+        self.proc = proc
+        self.started = time.time()
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def status(self) -> RunStatus:
+        return summarize(self.run_dir, self.proc.poll())
+
+    def stop(self, timeout: float = 120) -> None:
+        """Ask the run to save a checkpoint and stop; force it only if it does not."""
+        if not self.running:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
+def new_run_name(prefix: str = "run") -> str:
+    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def start_training(project_root: Path, runs_dir: Path, run_name: str, options: dict) -> TrainJob:
+    """Start `start.py train` as a child process. `options` map flag names to values
+    (True adds a bare flag, False/None leave it out)."""
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", run_name or ""):
+        raise ValueError("run name may hold letters, digits, '.', '_' and '-' only")
+    run_dir = Path(runs_dir) / run_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, str(Path(project_root) / "start.py"), "train", "--run-name", run_name]
+    for flag, value in options.items():
+        if value is None or value is False:
+            continue
+        argv.append(f"--{flag}")
+        if value is not True:
+            argv.append(str(value))
+    log = open(run_dir / LOG_FILE, "ab")
+    proc = subprocess.Popen(argv, cwd=project_root, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    log.close()  # the child holds its own handle
+    return TrainJob(run_dir, proc)
+
+
+def finished_adapter(run_dir: Path) -> Optional[Path]:
+    p = Path(run_dir) / ADAPTER_DIRNAME
+    return p if (p / "adapter_config.json").is_file() else None

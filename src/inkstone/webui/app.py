@@ -1,0 +1,94 @@
+"""The Gradio app: four tabs over one engine bridge.
+
+Handlers never touch vLLM or ChromaDB themselves; they call the bridge, which
+runs everything on its own event loop. The queue's concurrency limit is high so
+that several writers reach the engine at once and vLLM batches them.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import gradio as gr
+
+from ..inference.engine import EngineBridge
+from ..train.jobs import TrainJob
+from .i18n import i18n
+from .memory_tab import create_memory_tab
+from .settings_tab import create_settings_tab
+from .train_tab import create_train_tab
+from .write_tab import create_write_tab
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AppContext:
+    cfg: object  # config.Config
+    bridge: EngineBridge
+    notes: list[str] = field(default_factory=list)  # fallbacks taken, shown in Settings
+    train_job: Optional[TrainJob] = None
+
+
+def build_app(ctx: AppContext) -> gr.Blocks:
+    with gr.Blocks(title="Inkstone") as demo:
+        gr.Markdown("# Inkstone 砚台")
+        for note in ctx.notes:
+            gr.Markdown(f"> ⚠️ {note}")
+        with gr.Tabs():
+            with gr.Tab(i18n("tab_write")):
+                create_write_tab(ctx)
+            with gr.Tab(i18n("tab_memory")):
+                create_memory_tab(ctx)
+            with gr.Tab(i18n("tab_train")):
+                create_train_tab(ctx)
+            with gr.Tab(i18n("tab_settings")):
+                create_settings_tab(ctx)
+    demo.queue(default_concurrency_limit=ctx.cfg.webui.concurrency, max_size=None)
+    return demo
+
+
+class PortInUse(RuntimeError):
+    pass
+
+
+def check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                raise PortInUse(
+                    f"port {port} on {host} is already in use: stop the other program or pass --port N"
+                ) from exc
+            raise
+
+
+def auth_for(webui_cfg) -> Optional[tuple[str, str]]:
+    if webui_cfg.username and webui_cfg.password:
+        return (webui_cfg.username, webui_cfg.password.get_secret_value())
+    return None
+
+
+def launch(ctx: AppContext, *, block: bool = True):
+    """Start the app; returns the Blocks (already serving when block=False)."""
+    w = ctx.cfg.webui
+    auth = auth_for(w)
+    if w.share and auth is None:
+        raise ValueError(
+            "--share makes the studio reachable from the internet: set a login first "
+            "(INKSTONE_WEBUI__USERNAME and INKSTONE_WEBUI__PASSWORD, or [webui] username/password)"
+        )
+    check_port_free(w.host, w.port)
+    demo = build_app(ctx)
+    demo.launch(
+        server_name=w.host, server_port=w.port, share=w.share, auth=auth, i18n=i18n,
+        prevent_thread_lock=not block, show_error=True, quiet=not block,
+        max_threads=max(40, w.concurrency + 8),
+    )
+    return demo

@@ -1,0 +1,96 @@
+"""Train tab: start a QLoRA run as a child process, watch its progress, stop it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from ..train.jobs import RunStatus, new_run_name, start_training
+from .i18n import i18n
+
+
+def _bar(st: RunStatus) -> str:
+    pct = st.fraction * 100
+    eta = f"{st.eta_s:.0f} s" if st.eta_s is not None else "—"
+    loss = f"{st.loss:.4f}" if st.loss is not None else "—"
+    rate = f"{st.tokens_per_s:.0f}" if st.tokens_per_s else "—"
+    msg = f"<br><b>{st.message}</b>" if st.message else ""
+    adapter = f"<br>adapter: <code>{st.adapter}</code> (now offered in Write)" if st.adapter else ""
+    return (
+        f"<div><b>{st.run}</b>: {st.state} · step {st.step}/{st.max_steps} · loss {loss} · "
+        f"{rate} tok/s · ETA {eta}{msg}{adapter}</div>"
+        f"<div style='background:#ddd;border-radius:4px;height:14px;width:100%'>"
+        f"<div style='background:#4a7;height:14px;border-radius:4px;width:{pct:.1f}%'></div></div>"
+    )
+
+
+def train_status(ctx) -> tuple[str, pd.DataFrame]:
+    job = ctx.train_job
+    if job is None:
+        return "No training run started in this session.", pd.DataFrame({"step": [], "loss": []})
+    st = job.status()
+    if st.adapter:
+        ctx.bridge.register_adapter(st.adapter, name=f"{st.run}/adapter")
+    df = pd.DataFrame(st.losses, columns=["step", "loss"])
+    return _bar(st), df
+
+
+def start_run(ctx, data: str, run_name: str, epochs, batch_size, grad_accum, lr, lora_r, max_seq, max_steps,
+              four_bit: bool) -> str:
+    if ctx.train_job is not None and ctx.train_job.running:
+        raise gr.Error("A training run is already going; stop it first.")
+    data_path = Path(data or ctx.cfg.data.train_dir)
+    if not data_path.is_absolute():
+        data_path = ctx.cfg.root / data_path
+    if not data_path.exists():
+        raise gr.Error(f"training data not found: {data_path}. Run `python start.py prepare` first.")
+    name = (run_name or "").strip() or new_run_name()
+    try:
+        ctx.train_job = start_training(ctx.cfg.root, ctx.cfg.train.output_dir, name, {
+            "data": data_path, "epochs": epochs, "batch-size": int(batch_size), "grad-accum": int(grad_accum),
+            "lr": lr, "lora-r": int(lora_r), "max-seq-length": int(max_seq), "max-steps": int(max_steps),
+            "4bit" if four_bit else "no-4bit": True,
+        })
+    except ValueError as exc:
+        raise gr.Error(str(exc)) from exc
+    return name
+
+
+def stop_run(ctx) -> str:
+    if ctx.train_job is None or not ctx.train_job.running:
+        return "No training run is going."
+    ctx.train_job.stop()
+    return "Stopped; a checkpoint was saved."
+
+
+def create_train_tab(ctx) -> None:
+    t = ctx.cfg.train
+    with gr.Row():
+        with gr.Column():
+            data = gr.Textbox(label=i18n("train_data"), value=str(ctx.cfg.data.train_dir))
+            run_name = gr.Textbox(label=i18n("run_name"), max_lines=1)
+            with gr.Row():
+                epochs = gr.Number(value=t.epochs, label=i18n("epochs"))
+                batch = gr.Number(value=t.batch_size, precision=0, label=i18n("batch_size"))
+                accum = gr.Number(value=t.grad_accum, precision=0, label=i18n("grad_accum"))
+            with gr.Row():
+                lr = gr.Number(value=t.lr, label=i18n("lr"))
+                lora_r = gr.Number(value=t.lora_r, precision=0, label=i18n("lora_r"))
+                max_seq = gr.Number(value=t.max_seq_length, precision=0, label=i18n("max_seq"))
+            with gr.Row():
+                max_steps = gr.Number(value=t.max_steps, precision=0, label=i18n("max_steps"))
+                four_bit = gr.Checkbox(value=ctx.cfg.model.load_in_4bit, label=i18n("four_bit"))
+            with gr.Row():
+                start = gr.Button(i18n("start_train"), variant="primary")
+                stop = gr.Button(i18n("stop_train"), variant="stop")
+        with gr.Column():
+            status = gr.HTML()
+            plot = gr.LinePlot(x="step", y="loss", label=i18n("loss"))
+    timer = gr.Timer(2.0)
+    timer.tick(lambda: train_status(ctx), None, [status, plot], api_name=False, show_progress="hidden")
+    start.click(lambda *a: start_run(ctx, *a),
+                [data, run_name, epochs, batch, accum, lr, lora_r, max_seq, max_steps, four_bit], run_name,
+                api_name="train_start")
+    stop.click(lambda: stop_run(ctx), None, status, api_name="train_stop")
+    gr.Button(i18n("refresh"), size="sm").click(lambda: train_status(ctx), None, [status, plot], api_name="train_status")

@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Inkstone's command line: prepare | train | webui | inference | doctor | bench.
+
+Builds the Config once from defaults, config file, environment and flags, then
+calls one stage. Heavy modules (vLLM, torch, Gradio) are imported only inside
+the chosen branch, so `doctor` and `--help` stay fast.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "src"))
+# Never reach for a model hub at run time unless the user explicitly allows it.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="start.py", description="Inkstone: write long fiction with your own model")
+    p.add_argument("--config", type=Path, help="TOML config file (default: inkstone.toml if present)")
+    p.add_argument("--model", help="base model: local folder or hub id (overrides model.base)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pr = sub.add_parser("prepare", help="novel files -> training chunks")
+    pr.add_argument("--input", type=Path, action="append", help="file or folder (default: data/raw)")
+    pr.add_argument("--sample", action="store_true", help="use the bundled sample (红楼梦 chapters 1-5)")
+    pr.add_argument("--chunk-size", type=int)
+    pr.add_argument("--val-split", type=float)
+
+    tr = sub.add_parser("train", help="QLoRA fine-tuning (runs in this process; the UI starts it as a child)")
+    tr.add_argument("--data", type=Path, help="train .jsonl file or folder (default: data/train)")
+    tr.add_argument("--val-data", type=Path, help="validation .jsonl (default: data/val if present)")
+    tr.add_argument("--epochs", type=float)
+    tr.add_argument("--batch-size", type=int)
+    tr.add_argument("--grad-accum", type=int)
+    tr.add_argument("--lr", type=float)
+    tr.add_argument("--lora-r", type=int)
+    tr.add_argument("--lora-alpha", type=int)
+    tr.add_argument("--max-seq-length", type=int)
+    tr.add_argument("--max-steps", type=int)
+    tr.add_argument("--save-steps", type=int)
+    tr.add_argument("--run-name")
+    tr.add_argument("--resume", nargs="?", const="latest", help="'latest' or a checkpoint folder")
+    tr.add_argument("--4bit", dest="four_bit", action="store_true", default=None)
+    tr.add_argument("--no-4bit", dest="four_bit", action="store_false")
+
+    wu = sub.add_parser("webui", help="serve the studio in the browser")
+    wu.add_argument("--lora", type=Path, help="adapter folder to preselect in Write")
+    wu.add_argument("--host")
+    wu.add_argument("--port", type=int)
+    wu.add_argument("--share", action="store_true", default=None, help="public link (needs a login)")
+
+    inf = sub.add_parser("inference", help="generate from the terminal (prompt argument or stdin)")
+    inf.add_argument("prompt", nargs="?", help="instruction; read from stdin when left out")
+    inf.add_argument("--story-text", type=Path, help="file with the story so far")
+    inf.add_argument("--lora", type=Path)
+    inf.add_argument("--max-tokens", type=int)
+    inf.add_argument("--temperature", type=float)
+    inf.add_argument("--seed", type=int)
+    inf.add_argument("--no-memory", action="store_true")
+    inf.add_argument("--raw", action="store_true", help="send the prompt as is, without the writing template")
+
+    sub.add_parser("doctor", help="versions, device, memory, model paths, what is missing")
+
+    be = sub.add_parser("bench", help="benchmarks writing JSON")
+    be.add_argument("what", choices=["serve"])
+    be.add_argument("--output", type=Path, help="JSON file (default: bench-results/<what>.json)")
+    be.add_argument("--streams", default="1,8,32", help="concurrency levels, comma separated")
+    be.add_argument("--max-tokens", type=int, default=64)
+    return p
+
+
+def build(args):
+    from config import build_config
+
+    sections = {"model": {"base": args.model}}
+    if args.command == "prepare":
+        sections["data"] = {"chunk_size": args.chunk_size, "val_split": args.val_split}
+    elif args.command == "train":
+        sections["train"] = {
+            "epochs": args.epochs, "batch_size": args.batch_size, "grad_accum": args.grad_accum, "lr": args.lr,
+            "lora_r": args.lora_r, "lora_alpha": args.lora_alpha, "max_seq_length": args.max_seq_length,
+            "max_steps": args.max_steps, "save_steps": args.save_steps,
+        }
+        sections["model"]["load_in_4bit"] = args.four_bit
+    elif args.command == "webui":
+        sections["webui"] = {"host": args.host, "port": args.port, "share": args.share, "lora": args.lora}
+    elif args.command == "inference":
+        sections["inference"] = {"max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed}
+    return build_config(args.config, **sections)
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg = build(args)
+    except Exception as exc:  # pydantic's message names the bad field
+        print(f"error: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    from inkstone import cli
+
+    handler = getattr(cli, f"run_{args.command}")
+    try:
+        return handler(cfg, args) or 0
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except cli.UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # required: vLLM starts its engine process with spawn
+    sys.exit(main())
