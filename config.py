@@ -1,7 +1,7 @@
 """User-editable defaults for Inkstone: one typed, validated Config.
 
-Priority, lowest to highest: the defaults below < `inkstone.toml` (or the file
-named by --config / INKSTONE_CONFIG) < environment variables such as
+Priority, lowest to highest: the defaults below < `inkstone.toml` (or the
+TOML/JSON file named by --config / INKSTONE_CONFIG) < environment variables such as
 `INKSTONE_TRAIN__EPOCHS=5` < command-line flags. start.py builds the Config
 once and passes it down; nothing else reads the environment for settings.
 """
@@ -14,6 +14,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    JsonConfigSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -127,7 +128,10 @@ class Config(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         config_file = _config_file()
         if config_file is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+            if config_file.suffix == ".json":  # a run's frozen copy of its parent's config
+                sources.append(JsonConfigSettingsSource(settings_cls, json_file=config_file))
+            else:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
 
     @field_validator("root")
@@ -177,3 +181,14 @@ def build_config(config_file: Optional[Path] = None, **overrides: dict[str, Any]
         return Config(**cleaned)
     finally:
         _CONFIG_FILE_OVERRIDE = None
+
+
+def dump_config(cfg: Config, path: Path) -> Path:
+    """Freeze the effective config into a JSON file that --config accepts, so a child
+    process (a training run) works with exactly its parent's settings. The web
+    password is left out."""
+    import json
+
+    data = cfg.model_dump(mode="json", exclude={"webui": {"password"}})
+    Path(path).write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    return Path(path)

