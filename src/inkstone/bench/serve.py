@@ -1,0 +1,161 @@
+"""`start.py bench serve`: tokens/s and time to first token, raw engine vs the app.
+
+All in one process, on one engine: the raw path calls vLLM's AsyncLLM directly
+on the bridge's loop; the app path goes through the running Gradio app with
+gradio_client (HTTP, queue, streaming updates), exactly as a browser does.
+Both get the same prompt tokens and greedy sampling, so they do the same work.
+A naive Hugging Face `generate` on the same model, one request at a time, is
+the outside baseline. Results are ratios; nothing here asserts a timing.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import statistics
+import threading
+import time
+import uuid
+from pathlib import Path
+
+STORY = "　　却说黛玉自那日弃舟登岸时，便有荣国府打发了轿子并拉行李的车辆久候了。"
+INSTRUCTION = "续写下文"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _summary(ttfts: list[float], tokens: int, wall: float) -> dict:
+    return {
+        "tokens": tokens, "wall_s": round(wall, 3), "tokens_per_s": round(tokens / wall, 2) if wall else None,
+        "ttft_ms_p50": round(statistics.median(ttfts) * 1000, 1) if ttfts else None,
+        "ttft_ms_max": round(max(ttfts) * 1000, 1) if ttfts else None,
+    }
+
+
+def bench_raw(bridge, prompt_ids: list[int], streams: int, max_tokens: int) -> dict:
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    sp = SamplingParams(temperature=0.0, max_tokens=max_tokens, output_kind=RequestOutputKind.DELTA)
+
+    async def one():
+        t0, first, n = time.perf_counter(), None, 0
+        async for out in bridge.engine.generate({"prompt_token_ids": prompt_ids}, sp, uuid.uuid4().hex):
+            if first is None:
+                first = time.perf_counter() - t0
+            n += len(out.outputs[0].token_ids)
+        return first, n
+
+    async def many():
+        return await asyncio.gather(*(one() for _ in range(streams)))
+
+    t0 = time.perf_counter()
+    res = bridge.call(many())
+    wall = time.perf_counter() - t0
+    return _summary([r[0] for r in res], sum(r[1] for r in res), wall)
+
+
+def bench_app(client, streams: int, max_tokens: int) -> dict:
+    ttfts, tokens, errors = [], [], []
+    lock = threading.Lock()
+
+    def one():
+        t0, first = time.perf_counter(), None
+        try:
+            job = client.submit(STORY, INSTRUCTION, 0.0, 1.0, -1, max_tokens, 1.0, -1, False, "(base model)",
+                                "bench", api_name="/write")
+            for out in job:
+                if first is None and out[0]:
+                    first = time.perf_counter() - t0
+            status = job.outputs()[-1][1]
+            n = int(re.search(r"· (\d+) tokens", status).group(1))
+            with lock:
+                ttfts.append(first if first is not None else time.perf_counter() - t0)
+                tokens.append(n)
+        except Exception as exc:  # recorded, not hidden
+            with lock:
+                errors.append(repr(exc))
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=one) for _ in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    out = _summary(ttfts, sum(tokens), wall)
+    if errors:
+        out["errors"] = errors[:5]
+    return out
+
+
+def bench_naive_hf(model_path: Path, prompt_ids: list[int], max_tokens: int, requests: int = 2) -> dict:
+    """What a naive app does: transformers `generate`, one request at a time."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16)
+    model.eval()
+    ids = torch.tensor([prompt_ids])
+    with torch.inference_mode():
+        model.generate(ids, max_new_tokens=4, do_sample=False)  # warm-up
+        t0, tokens = time.perf_counter(), 0
+        for _ in range(requests):
+            out = model.generate(ids, max_new_tokens=max_tokens, min_new_tokens=max_tokens, do_sample=False)
+            tokens += out.shape[1] - ids.shape[1]
+        wall = time.perf_counter() - t0
+    return {"requests_one_at_a_time": requests, "tokens": tokens, "wall_s": round(wall, 3),
+            "tokens_per_s": round(tokens / wall, 2)}
+
+
+def run_serve_bench(cfg, levels: list[int], max_tokens: int = 64) -> dict:
+    from gradio_client import Client
+
+    from ..runtime import open_bridge
+    from ..system_info import device_summary
+    from ..webui.app import AppContext, launch
+
+    notes: list[str] = []
+    bench_cfg = cfg.model_copy(update={"webui": cfg.webui.model_copy(update={
+        "host": "127.0.0.1", "port": _free_port(), "share": False})})
+    bridge = open_bridge(bench_cfg, notes=notes)
+    demo = None
+    try:
+        demo = launch(AppContext(cfg=bench_cfg, bridge=bridge, notes=notes), block=False)
+        client = Client(f"http://127.0.0.1:{bench_cfg.webui.port}/", verbose=False)
+        prompt_ids = bridge.assemble(INSTRUCTION, STORY, max_tokens=max_tokens).token_ids
+        bench_raw(bridge, prompt_ids, 1, 16)  # warm-up both paths
+        bench_app(client, 1, 16)
+        results = []
+        for n in levels:
+            raw = bench_raw(bridge, prompt_ids, n, max_tokens)
+            app = bench_app(client, n, max_tokens)
+            ratio = app["tokens_per_s"] / raw["tokens_per_s"] if raw["tokens_per_s"] and app["tokens_per_s"] else None
+            extra_ttft = (app["ttft_ms_p50"] - raw["ttft_ms_p50"]) if app["ttft_ms_p50"] and raw["ttft_ms_p50"] else None
+            results.append({"streams": n, "raw": raw, "app": app,
+                            "app_over_raw_tokens_per_s": round(ratio, 3) if ratio else None,
+                            "app_extra_ttft_ms_p50": round(extra_ttft, 1) if extra_ttft is not None else None})
+    finally:
+        if demo is not None:
+            demo.close()
+        bridge.stop()
+    naive = bench_naive_hf(bridge.settings.model_path, prompt_ids, max_tokens)
+    one = next((r for r in results if r["streams"] == 1), None)
+    summary = {
+        "model": bridge.settings.model_name, "device": device_summary(), "prompt_tokens": len(prompt_ids),
+        "max_tokens": max_tokens,
+        "app_over_raw": {r["streams"]: r["app_over_raw_tokens_per_s"] for r in results},
+        "app_extra_ttft_ms_p50": {r["streams"]: r["app_extra_ttft_ms_p50"] for r in results},
+        "app_tokens_per_s": {r["streams"]: r["app"]["tokens_per_s"] for r in results},
+        "naive_hf_tokens_per_s": naive["tokens_per_s"],
+    }
+    if one:
+        summary["app_aggregate_over_one_stream"] = {
+            r["streams"]: round(r["app"]["tokens_per_s"] / one["app"]["tokens_per_s"], 2) for r in results}
+        summary["app_over_naive_hf"] = {
+            r["streams"]: round(r["app"]["tokens_per_s"] / naive["tokens_per_s"], 2) for r in results}
+    return {"summary": summary, "levels": results, "naive_hf": naive, "notes": notes, "time": time.time()}
