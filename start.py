@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Inkstone's command line: prepare | train | webui | inference | doctor | bench.
+"""Inkstone's command line: prepare | train | webui | inference | compare | doctor | bench.
 
 Builds the Config once from defaults, config file, environment and flags, then
 calls one stage. Heavy modules (vLLM, torch, Gradio) are imported only inside
@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("doctor", help="versions, device, memory, model paths, what is missing")
 
+    cmp_ = sub.add_parser("compare", help="training runs and checkpoints side by side (loss, eval loss, perplexity)")
+    cmp_.add_argument("--json", action="store_true")
+
     be = sub.add_parser("bench", help="benchmarks writing JSON")
     be.add_argument("what", choices=["serve"])
     be.add_argument("--output", type=Path, help="JSON file (default: bench-results/<what>.json)")
@@ -99,7 +102,15 @@ def build(args):
     return build_config(args.config, **sections)
 
 
+def _interrupt(signum, frame):
+    # SIGTERM ends a command like Ctrl-C does, so engines and child processes are shut down.
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
+    import signal
+
+    signal.signal(signal.SIGTERM, _interrupt)
     args = _parser().parse_args(argv)
     try:
         cfg = build(args)

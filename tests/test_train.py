@@ -38,16 +38,61 @@ def test_qlora_steps_write_progress_and_an_adapter(tiny_model, train_data, tmp_p
     assert any("eval_loss" in r for r in rows)
     assert rows[-1]["event"] == "done"
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+
+    from inkstone.train.jobs import compare_runs
+
+    table = compare_runs(tmp_path)
+    assert [(r["checkpoint"], r["step"]) for r in table] == [("checkpoint-2", 2), ("checkpoint-4", 4), ("adapter", 4)]
+    assert all(r["eval_loss"] and r["eval_ppl"] > 1 for r in table)
 
 
-def test_resume_continues_from_the_latest_checkpoint(tiny_model, train_data, tmp_path):
-    out = tmp_path / "run"
-    common = dict(data=train_data, base_model=tiny_model, output_dir=out, batch_size=2, grad_accum=1,
-                  max_seq_length=64, lora_r=8, lora_alpha=16, save_steps=2)
-    run_training(TrainArgs(max_steps=2, **common))
-    run_training(TrainArgs(max_steps=4, resume="latest", **common))
-    steps = [r["step"] for r in progress(out) if r["event"] == "log" and "loss" in r]
-    assert steps == [1, 2, 3, 4]
+def test_resume_matches_an_uninterrupted_run(tiny_model, train_data, tmp_path):
+    """N steps straight vs N/2, stop, resume, N/2: the same loss curve."""
+    import shutil
+
+    common = dict(data=train_data, base_model=tiny_model, batch_size=2, grad_accum=1, max_seq_length=64,
+                  lora_r=8, lora_alpha=16, save_steps=2, max_steps=4, lr=1e-3)
+    straight = tmp_path / "straight"
+    run_training(TrainArgs(output_dir=straight, **common))
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(straight / "checkpoint-2", resumed / "checkpoint-2")  # as if stopped after step 2
+    run_training(TrainArgs(output_dir=resumed, resume="latest", **common))
+
+    def losses(d):
+        return {r["step"]: r["loss"] for r in progress(d) if r["event"] == "log" and "loss" in r}
+
+    a, b = losses(straight), losses(resumed)
+    assert sorted(b) == [3, 4]
+    for step in (3, 4):
+        assert b[step] == pytest.approx(a[step], rel=1e-5, abs=1e-6)
+
+
+def test_an_incomplete_checkpoint_is_never_picked_up(tmp_path):
+    from inkstone.train.checkpoints import INCOMPLETE_MARKER, latest_checkpoint
+
+    for step in (2, 4, 6):
+        d = tmp_path / f"checkpoint-{step}"
+        d.mkdir()
+        (d / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-6" / INCOMPLETE_MARKER).touch()  # crashed while saving
+    (tmp_path / "checkpoint-8").mkdir()  # no trainer state yet
+    assert latest_checkpoint(tmp_path).name == "checkpoint-4"
+
+
+def test_instruction_pairs_learn_only_the_completion(tiny_tokenizer):
+    from inkstone.train.qlora import IGNORE, Example, pack
+
+    blocks = pack([Example(text="宝玉笑道：好妹妹。", prompt="【要求】写宝玉说话\n【正文】\n")], tiny_tokenizer, 1024)
+    (block,) = blocks
+    n_prompt = len(tiny_tokenizer("【要求】写宝玉说话\n【正文】\n").input_ids)
+    assert block["labels"][:n_prompt] == [IGNORE] * n_prompt
+    assert block["labels"][n_prompt:] == block["input_ids"][n_prompt:]
+    # A block holding only prompt tokens would have a NaN loss: it is left out.
+    long_prompt = Example(text="好。", prompt="很长的提示" * 50)
+    blocks = pack([long_prompt], tiny_tokenizer, 16)
+    assert blocks and all(any(x != IGNORE for x in b["labels"]) for b in blocks)
 
 
 def test_bad_training_data_names_file_and_line(tmp_path):

@@ -78,6 +78,24 @@ def run_train(cfg, args) -> int:
     return 0
 
 
+def run_compare(cfg, args) -> int:
+    from .train.jobs import compare_runs
+
+    rows = compare_runs(cfg.train.output_dir)
+    if not rows:
+        print(f"no training runs under {cfg.train.output_dir}")
+        return 0
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    cols = ["run", "checkpoint", "step", "train_loss", "eval_loss", "eval_ppl"]
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(str("—" if r[c] is None else r[c]).ljust(widths[c]) for c in cols))
+    return 0
+
+
 def run_webui(cfg, args) -> int:
     from .runtime import open_bridge
     from .webui.app import AppContext, PortInUse, check_port_free, launch

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
 
 from ..memory.store import MemoryEntry, MemoryStore
+from ..train.checkpoints import is_complete_checkpoint
 from . import prompts
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,22 @@ class EngineSettings:
         )
 
 
+def _cpu_has_fast_bf16() -> bool:
+    try:
+        flags = open("/proc/cpuinfo", encoding="ascii").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def engine_dtype(requested: str, on_gpu: bool) -> str:
+    """bf16 is emulated, and several times slower, on CPUs without AVX512-BF16/AMX:
+    there `auto` means float32."""
+    if requested != "auto" or on_gpu:
+        return requested
+    return "auto" if _cpu_has_fast_bf16() else "float32"
+
+
 def _on_gpu() -> bool:
     try:
         import torch
@@ -163,7 +180,7 @@ class EngineBridge:
             self.memory = await self.loop.run_in_executor(self._memory_exec, self._memory_factory)
         kwargs: dict[str, Any] = dict(
             model=str(s.model_path), tokenizer=str(s.model_path), max_model_len=s.max_model_len,
-            dtype=s.dtype, enable_lora=True, max_loras=s.max_loras, max_lora_rank=s.max_lora_rank,
+            dtype=engine_dtype(s.dtype, _on_gpu()), enable_lora=True, max_loras=s.max_loras, max_lora_rank=s.max_lora_rank,
             disable_log_stats=True, enable_log_requests=False,
         )
         if _on_gpu():
@@ -223,8 +240,10 @@ class EngineBridge:
                 continue
             for cfg in sorted(root.glob("**/adapter_config.json")):
                 folder = cfg.parent
-                if any(part.startswith(".") or part.startswith("tmp-") for part in folder.relative_to(root).parts):
-                    continue  # incomplete (temporary) checkpoint
+                if any(part.startswith(".") for part in folder.relative_to(root).parts):
+                    continue  # an adapter being written (temporary folder)
+                if folder.name.startswith("checkpoint-") and not is_complete_checkpoint(folder):
+                    continue  # a checkpoint whose save has not finished
                 name = str(folder.relative_to(root))
                 found.setdefault(name, folder)
         return found

@@ -152,3 +152,35 @@ def start_training(cfg, run_name: str, options: dict) -> TrainJob:
 def finished_adapter(run_dir: Path) -> Optional[Path]:
     p = Path(run_dir) / ADAPTER_DIRNAME
     return p if (p / "adapter_config.json").is_file() else None
+
+
+def compare_runs(runs_dir: Path) -> list[dict]:
+    """One row per checkpoint of every run (and its final adapter), side by side:
+    training loss and validation loss/perplexity at that step."""
+    import math
+
+    from .checkpoints import is_complete_checkpoint
+
+    rows = []
+    for run_dir in sorted(p for p in Path(runs_dir).glob("*") if (p / PROGRESS_FILE).is_file()):
+        log = read_progress(run_dir)
+        train_loss = {r["step"]: r["loss"] for r in log if r.get("event") == "log" and "loss" in r}
+        eval_loss = {r["step"]: r["eval_loss"] for r in log if r.get("event") == "log" and "eval_loss" in r}
+        done = next((r for r in log if r.get("event") == "done"), None)
+        points = []
+        for ck in run_dir.glob("checkpoint-*"):
+            if ck.name.rsplit("-", 1)[-1].isdigit() and is_complete_checkpoint(ck):
+                points.append((int(ck.name.rsplit("-", 1)[-1]), ck.name))
+        if done is not None and finished_adapter(run_dir):
+            points.append((done.get("step", 0), ADAPTER_DIRNAME))
+        for step, name in sorted(points, key=lambda p: (p[0], p[1] == ADAPTER_DIRNAME)):
+            ev = eval_loss.get(step)
+            if name == ADAPTER_DIRNAME and done.get("eval_loss") is not None:
+                ev = done["eval_loss"]
+            rows.append({
+                "run": run_dir.name, "checkpoint": name, "step": step,
+                "train_loss": round(train_loss[step], 4) if step in train_loss else None,
+                "eval_loss": round(ev, 4) if ev is not None else None,
+                "eval_ppl": round(math.exp(min(ev, 50)), 2) if ev is not None else None,
+            })
+    return rows

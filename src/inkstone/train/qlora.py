@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
+from .checkpoints import INCOMPLETE_MARKER, is_complete_checkpoint, latest_checkpoint
+
 ADAPTER_DIRNAME = "adapter"
 PROGRESS_FILE = "progress.jsonl"
 
@@ -61,9 +63,17 @@ def _jsonl_files(path: Path) -> list[Path]:
     raise TrainingDataError(f"no training data at {path}: run `python start.py prepare` first")
 
 
-def read_texts(path: Path) -> list[str]:
-    """Texts from JSON lines with a `text` field (or `prompt` + `completion`)."""
-    texts = []
+@dataclass
+class Example:
+    """A training example: plain text (all of it is learned) or a prompt/completion
+    pair (only the completion is learned)."""
+    text: str
+    prompt: Optional[str] = None
+
+
+def read_examples(path: Path) -> list[Example]:
+    """Examples from JSON lines with `text`, or `prompt` + `completion`."""
+    examples = []
     for file in _jsonl_files(path):
         with open(file, encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, 1):
@@ -73,52 +83,72 @@ def read_texts(path: Path) -> list[str]:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise TrainingDataError(f"{file}:{lineno}: not valid JSON ({exc.msg})") from exc
-                text = row.get("text") if isinstance(row, dict) else None
-                if text is None and isinstance(row, dict) and "completion" in row:
-                    text = f"{row.get('prompt', '')}{row['completion']}"
-                if not isinstance(text, str):
-                    raise TrainingDataError(f"{file}:{lineno}: no `text` field")
-                texts.append(text)
-    if not texts:
+                if not isinstance(row, dict):
+                    raise TrainingDataError(f"{file}:{lineno}: expected a JSON object")
+                if isinstance(row.get("completion"), str):
+                    examples.append(Example(text=row["completion"], prompt=str(row.get("prompt", ""))))
+                elif isinstance(row.get("text"), str):
+                    examples.append(Example(text=row["text"]))
+                else:
+                    raise TrainingDataError(f"{file}:{lineno}: no `text` (or `prompt`/`completion`) field")
+    if not examples:
         raise TrainingDataError(f"{path} holds no training text")
-    return texts
+    return examples
 
 
-def pack(texts: list[str], tokenizer, block: int) -> list[list[int]]:
-    """Concatenate tokenised texts (each ended by EOS) and cut into full blocks."""
+def read_texts(path: Path) -> list[str]:
+    return [(e.prompt or "") + e.text for e in read_examples(path)]
+
+
+IGNORE = -100  # label value the loss skips
+
+
+def pack(examples: list[Example], tokenizer, block: int) -> list[dict]:
+    """Concatenate tokenised examples (each ended by EOS) and cut into full blocks,
+    so no step is spent on padding. Prompt tokens get IGNORE labels: the model
+    learns to write the completion, not to repeat the context."""
     eos = tokenizer.eos_token_id
-    stream: list[int] = []
-    for t in texts:
-        stream.extend(tokenizer(t, add_special_tokens=True).input_ids)
+    ids: list[int] = []
+    labels: list[int] = []
+    for ex in examples:
+        if ex.prompt is not None:
+            p = tokenizer(ex.prompt, add_special_tokens=True).input_ids
+            c = tokenizer(ex.text, add_special_tokens=False).input_ids
+            ids += p + c
+            labels += [IGNORE] * len(p) + c
+        else:
+            t = tokenizer(ex.text, add_special_tokens=True).input_ids
+            ids += t
+            labels += t
         if eos is not None:
-            stream.append(eos)
-    n = len(stream) // block
-    if n == 0:  # less than one block of text: train on what there is
-        return [stream] if stream else []
-    return [stream[i * block:(i + 1) * block] for i in range(n)]
+            ids.append(eos)
+            labels.append(eos)
+    blocks = []
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos or 0)
+    for a in range(0, len(ids), block):
+        chunk, lab = ids[a:a + block], labels[a:a + block]
+        if all(x == IGNORE for x in lab):
+            continue  # nothing to learn here, and its loss would be NaN
+        mask = [1] * len(chunk)
+        if len(chunk) < block and a > 0:
+            # The tail: padded (and masked) rather than dropped, so no text is lost.
+            short = block - len(chunk)
+            chunk, lab, mask = chunk + [pad] * short, lab + [IGNORE] * short, mask + [0] * short
+        blocks.append({"input_ids": chunk, "labels": lab, "attention_mask": mask})
+    return blocks
 
 
 class _Blocks:
-    """A torch-style dataset of packed token blocks (labels = inputs)."""
+    """A torch-style dataset of packed token blocks."""
 
-    def __init__(self, blocks: list[list[int]]):
+    def __init__(self, blocks: list[dict]):
         self.blocks = blocks
 
     def __len__(self):
         return len(self.blocks)
 
     def __getitem__(self, i):
-        ids = self.blocks[i]
-        return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": list(ids)}
-
-
-def _latest_checkpoint(output_dir: Path) -> Optional[Path]:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    if not output_dir.is_dir():
-        return None
-    last = get_last_checkpoint(str(output_dir))
-    return Path(last) if last else None
+        return self.blocks[i]
 
 
 def _memory_mb() -> float:
@@ -157,8 +187,8 @@ def run_training(args: TrainArgs) -> Path:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
 
-    train_blocks = pack(read_texts(args.data), tokenizer, args.max_seq_length)
-    val_blocks = pack(read_texts(args.val_data), tokenizer, args.max_seq_length) if args.val_data else []
+    train_blocks = pack(read_examples(args.data), tokenizer, args.max_seq_length)
+    val_blocks = pack(read_examples(args.val_data), tokenizer, args.max_seq_length) if args.val_data else []
     val_blocks = val_blocks[: args.max_eval_blocks]  # bounded evaluation cost per checkpoint
     if not train_blocks:
         raise TrainingDataError(f"{args.data}: no tokens to train on")
@@ -241,31 +271,45 @@ def run_training(args: TrainArgs) -> Path:
         def on_save(self, targs, state, control, **kw):
             emit("checkpoint", step=state.global_step, path=str(out / f"checkpoint-{state.global_step}"))
 
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "tensorboard")  # TensorBoard logs beside progress.jsonl
     targs = TrainingArguments(
         output_dir=str(out), num_train_epochs=args.epochs, max_steps=args.max_steps,
         per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=args.batch_size,
         gradient_accumulation_steps=args.grad_accum, learning_rate=args.lr, lr_scheduler_type="cosine",
         warmup_steps=args.warmup_ratio, logging_steps=1, save_steps=args.save_steps, save_total_limit=3,
         eval_strategy="steps" if val_blocks else "no", eval_steps=args.save_steps if val_blocks else None,
-        seed=args.seed, data_seed=args.seed, report_to=[], bf16=compute_dtype == torch.bfloat16,
+        seed=args.seed, data_seed=args.seed, report_to=["tensorboard"], bf16=compute_dtype == torch.bfloat16,
         gradient_checkpointing=args.gradient_checkpointing and not args.load_in_4bit,
         gradient_checkpointing_kwargs={"use_reentrant": False}, use_cpu=not on_gpu,
         dataloader_pin_memory=on_gpu, remove_unused_columns=False,
     )
-    trainer = Trainer(
+    class AtomicCheckpointTrainer(Trainer):
+        """Marks a checkpoint incomplete until every file of it is written, so a
+        crash mid-save never leaves a folder that resume or the UI would pick up."""
+
+        def _save_checkpoint(self, model, trial):
+            folder = out / f"checkpoint-{self.state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / INCOMPLETE_MARKER).touch()
+            super()._save_checkpoint(model, trial)
+            (folder / INCOMPLETE_MARKER).unlink(missing_ok=True)
+
+    trainer = AtomicCheckpointTrainer(
         model=model, args=targs, train_dataset=_Blocks(train_blocks),
         eval_dataset=_Blocks(val_blocks) if val_blocks else None,
         data_collator=default_data_collator, callbacks=[Progress()],
     )
     resume = None
     if args.resume == "latest":
-        resume = _latest_checkpoint(out)
+        resume = latest_checkpoint(out)
         if resume is None:
             emit("note", message="no complete checkpoint to resume from; starting fresh")
     elif args.resume:
         resume = Path(args.resume)
         if not resume.is_dir():
             raise FileNotFoundError(f"checkpoint to resume from not found: {resume}")
+        if not is_complete_checkpoint(resume):
+            raise FileNotFoundError(f"{resume} is not a complete checkpoint (its save was interrupted)")
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except torch.OutOfMemoryError as exc:

@@ -19,6 +19,7 @@ EN = {
     "max_steps": "Max steps (-1: by epochs)", "four_bit": "4-bit base (QLoRA)", "start_train": "Start training",
     "stop_train": "Stop (saves a checkpoint)", "loss": "Loss", "status": "System status",
     "memory_entries": "Memory entries", "filter_kind": "Show kind", "all": "all",
+    "compare_runs": "Runs and checkpoints side by side",
 }
 
 ZH = {
@@ -37,6 +38,7 @@ ZH = {
     "max_steps": "最大步数（-1 按轮数）", "four_bit": "4 位量化基座（QLoRA）", "start_train": "开始训练",
     "stop_train": "停止（保存检查点）", "loss": "损失", "status": "系统状态",
     "memory_entries": "记忆条目", "filter_kind": "显示类别", "all": "全部",
+    "compare_runs": "训练记录与检查点对比",
 }
 
 i18n = gr.I18n(en=EN, zh=ZH, **{"zh-CN": ZH, "zh-TW": ZH})

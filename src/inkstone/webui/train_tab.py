@@ -6,7 +6,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from ..train.jobs import RunStatus, new_run_name, start_training
+from ..train.jobs import RunStatus, compare_runs, new_run_name, start_training
 from .i18n import i18n
 
 
@@ -94,3 +94,11 @@ def create_train_tab(ctx) -> None:
                 api_name="train_start")
     stop.click(lambda: stop_run(ctx), None, status, api_name="train_stop")
     gr.Button(i18n("refresh"), size="sm").click(lambda: train_status(ctx), None, [status, plot], api_name="train_status")
+    with gr.Accordion(i18n("compare_runs"), open=False):
+        runs = gr.Dataframe(value=lambda: runs_table(ctx), interactive=False)
+        gr.Button(i18n("refresh"), size="sm").click(lambda: runs_table(ctx), None, runs, api_name="train_compare")
+
+
+def runs_table(ctx) -> pd.DataFrame:
+    cols = ["run", "checkpoint", "step", "train_loss", "eval_loss", "eval_ppl"]
+    return pd.DataFrame(compare_runs(ctx.cfg.train.output_dir), columns=cols)
