@@ -171,11 +171,20 @@ def run_inference(cfg, args) -> int:
 
 
 def run_bench(cfg, args) -> int:
-    from .bench.serve import run_serve_bench
-
     out = args.output or (Path(cfg.root) / "bench-results" / f"{args.what}.json")
-    levels = [int(x) for x in args.streams.split(",") if x.strip()]
-    result = run_serve_bench(cfg, levels=levels, max_tokens=args.max_tokens)
+    if args.what == "serve":
+        from .bench.serve import run_serve_bench
+
+        levels = [int(x) for x in args.streams.split(",") if x.strip()]
+        result = run_serve_bench(cfg, levels=levels, max_tokens=args.max_tokens)
+    else:
+        from .bench.train import run_train_bench
+        from .data.prepare import SAMPLE_TEXT
+        from .model_files import resolve_base_model
+
+        model = resolve_base_model(cfg.model.base, cfg.model.models_dir, cfg.model.offline_fallback)
+        result = run_train_bench(model.path, args.corpus or SAMPLE_TEXT, steps=args.steps,
+                                 seq=args.seq, four_bit=cfg.model.load_in_4bit)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
     print(json.dumps(result.get("summary", result), indent=2, ensure_ascii=False))
