@@ -83,6 +83,8 @@ class InferenceConfig(BaseModel):
 
 class MemoryConfig(BaseModel):
     db_dir: Path = Path("data/chroma_db")
+    # Stories, their chapters and the generation history (SQLite).
+    studio_db: Path = Path("data/studio.sqlite3")
     embedding_model: str = "BAAI/bge-small-zh-v1.5"  # sentence-transformers id or folder
     offline_fallback: bool = True  # use the bundled multilingual encoder if unavailable
     max_memory_items: int = Field(8, ge=0)  # retrieved per generation, all kinds together
@@ -95,6 +97,8 @@ class WebUIConfig(BaseModel):
     share: bool = False
     username: Optional[str] = None
     password: Optional[SecretStr] = None
+    # Key for the OpenAI-compatible API; required whenever the app is shared.
+    api_key: Optional[SecretStr] = None
     # Handlers running at once; all of them feed one vLLM engine, which batches.
     concurrency: int = Field(64, ge=1)
     lora: Optional[Path] = None  # adapter preselected in Write
@@ -189,6 +193,6 @@ def dump_config(cfg: Config, path: Path) -> Path:
     password is left out."""
     import json
 
-    data = cfg.model_dump(mode="json", exclude={"webui": {"password"}})
+    data = cfg.model_dump(mode="json", exclude={"webui": {"password", "api_key"}})
     Path(path).write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
     return Path(path)

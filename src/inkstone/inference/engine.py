@@ -23,7 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, AsyncIterator, Callable, Iterator, Optional, Union
 
 from ..memory.store import MemoryEntry, MemoryStore
 from ..train.checkpoints import is_complete_checkpoint
@@ -44,6 +44,8 @@ class GenerationParams:
     max_tokens: int = 512
     repetition_penalty: float = 1.1
     seed: Optional[int] = None
+    # When set, decoding is constrained to JSON matching this schema (vLLM structured outputs).
+    json_schema: Optional[dict] = None
 
     @classmethod
     def from_config(cls, inf) -> "GenerationParams":
@@ -170,6 +172,7 @@ class EngineBridge:
 
     async def _open(self) -> None:
         from transformers import AutoTokenizer
+        from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -182,6 +185,8 @@ class EngineBridge:
             model=str(s.model_path), tokenizer=str(s.model_path), max_model_len=s.max_model_len,
             dtype=engine_dtype(s.dtype, _on_gpu()), enable_lora=True, max_loras=s.max_loras, max_lora_rank=s.max_lora_rank,
             disable_log_stats=True, enable_log_requests=False,
+            # No free whitespace in constrained JSON: a weak model could pad it until max tokens.
+            structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
         )
         if _on_gpu():
             kwargs["gpu_memory_utilization"] = s.gpu_memory_utilization
@@ -287,38 +292,41 @@ class EngineBridge:
 
     # ---- generation -------------------------------------------------------------
     def assemble(self, instruction: str, story: str = "", *, max_tokens: int,
-                 memories: tuple[MemoryEntry, ...] = ()) -> prompts.AssembledPrompt:
+                 memories: tuple[MemoryEntry, ...] = (), summaries: tuple[str, ...] = ()) -> prompts.AssembledPrompt:
         s = self.settings
         return prompts.assemble(
             self.tokenizer, fmt=self.prompt_format, system=s.system_prompt, instruction=instruction,
-            story=story, memories=memories, max_model_len=s.max_model_len, max_tokens=max_tokens,
-            memory_token_budget=s.memory_token_budget,
+            story=story, memories=memories, summaries=summaries, max_model_len=s.max_model_len,
+            max_tokens=max_tokens, memory_token_budget=s.memory_token_budget,
         )
 
     def _sampling(self, p: GenerationParams):
         from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
+        structured = StructuredOutputsParams(json=p.json_schema) if p.json_schema else None
         return SamplingParams(
             temperature=p.temperature, top_p=p.top_p, top_k=p.top_k, max_tokens=p.max_tokens,
             repetition_penalty=p.repetition_penalty, seed=p.seed, output_kind=RequestOutputKind.DELTA,
+            structured_outputs=structured,
         )
 
     async def _retrieve(self, query: str, story: Optional[str]) -> list[MemoryEntry]:
         if self.memory is None or self.settings.memory_items <= 0 or not query.strip():
             return []
+        per_kind = max(1, self.settings.memory_items // 4)
         hits = await self.loop.run_in_executor(
-            self._memory_exec, lambda: self.memory.search(query, k=self.settings.memory_items, story=story)
+            self._memory_exec, lambda: self.memory.search_each_kind(query, k_per_kind=per_kind, story=story)
         )
-        return [h.entry for h in hits]
+        return [h.entry for h in hits[: self.settings.memory_items]]
 
     async def _produce(self, put: Callable[[Any], None], instruction: str, story_text: str,
                        params: GenerationParams, adapter: Optional[str], use_memory: bool,
-                       story: Optional[str], raw_prompt: Optional[str]) -> None:
+                       story: Optional[str], raw_prompt: Optional[str], summaries: tuple[str, ...] = ()) -> None:
         """Runs on the engine loop: retrieve, assemble, generate; pushes events to `put`."""
         t0 = time.perf_counter()
         if raw_prompt is not None:
-            ids = self.tokenizer(raw_prompt).input_ids
+            ids = prompts.encode(self.tokenizer, raw_prompt, self.prompt_format)
             limit = self.settings.max_model_len - params.max_tokens
             if len(ids) > limit:
                 raise prompts.PromptTooLong(
@@ -329,7 +337,8 @@ class EngineBridge:
         else:
             query = "\n".join(x for x in (instruction, story_text[-500:]) if x)
             memories = await self._retrieve(query, story) if use_memory else []
-            assembled = self.assemble(instruction, story_text, max_tokens=params.max_tokens, memories=memories)
+            assembled = self.assemble(instruction, story_text, max_tokens=params.max_tokens, memories=memories,
+                                      summaries=tuple(summaries))
         put(Prepared(assembled.text, len(assembled.token_ids), assembled.memories))
         lora = self._lora_request(adapter)
         n_out, ttft, reason = 0, None, None
@@ -348,7 +357,8 @@ class EngineBridge:
 
     def stream(self, instruction: str = "", story_text: str = "", params: Optional[GenerationParams] = None, *,
                adapter: Optional[str] = None, use_memory: bool = True, story: Optional[str] = None,
-               raw_prompt: Optional[str] = None, coalesce: bool = True) -> Iterator[StreamEvent]:
+               raw_prompt: Optional[str] = None, coalesce: bool = True,
+               summaries: tuple[str, ...] = ()) -> Iterator[StreamEvent]:
         """Generate from any thread. Yields Prepared, then Text chunks, then Finished.
         Closing the iterator early aborts the request inside the engine."""
         params = params or GenerationParams()
@@ -356,7 +366,8 @@ class EngineBridge:
 
         async def run():
             try:
-                await self._produce(q.put, instruction, story_text, params, adapter, use_memory, story, raw_prompt)
+                await self._produce(q.put, instruction, story_text, params, adapter, use_memory, story, raw_prompt,
+                                    summaries)
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:
@@ -374,6 +385,82 @@ class EngineBridge:
 
     def generate(self, *args, **kwargs) -> str:
         return "".join(e.text for e in self.stream(*args, **kwargs) if isinstance(e, Text))
+
+    # ---- async streaming for callers on their own event loop (HTTP API, batch, compare) ----
+    async def astream(self, prompt_ids: list[int], params: Optional[GenerationParams] = None, *,
+                      adapter: Optional[str] = None, stop: tuple[str, ...] = (), presence_penalty: float = 0.0,
+                      frequency_penalty: float = 0.0, prompt_text: str = "",
+                      memories: tuple[MemoryEntry, ...] = ()) -> AsyncIterator[StreamEvent]:
+        """Generate from token ids, awaited on the caller's event loop (not the engine's):
+        tokens hop loops with `call_soon_threadsafe`, so no thread waits per stream.
+        Yields Prepared once the request is accepted (length, adapter and sampling
+        checked: errors raise here, before any text), then Text deltas (not
+        coalesced), then Finished. Cancelling the consumer, or closing the
+        iterator, aborts the request inside the engine."""
+        params = params or GenerationParams()
+        caller = asyncio.get_running_loop()
+        q: asyncio.Queue = asyncio.Queue()
+
+        def put(item) -> None:
+            try:
+                caller.call_soon_threadsafe(q.put_nowait, item)
+            except RuntimeError:  # the caller's loop is gone; the task is being cancelled anyway
+                pass
+
+        async def run():
+            try:
+                t0 = time.perf_counter()
+                limit = self.settings.max_model_len - params.max_tokens
+                if len(prompt_ids) > limit:
+                    raise prompts.PromptTooLong(
+                        f"prompt is {len(prompt_ids)} tokens; at most {max(limit, 0)} fit "
+                        f"(context {self.settings.max_model_len} - max tokens {params.max_tokens})"
+                    )
+                import msgspec
+
+                # replace() re-runs SamplingParams' own checks (and its stop-string hold-back)
+                sampling = msgspec.structs.replace(
+                    self._sampling(params), stop=list(stop), presence_penalty=presence_penalty,
+                    frequency_penalty=frequency_penalty,
+                )
+                lora = self._lora_request(adapter)
+                put(Prepared(prompt_text, len(prompt_ids), list(memories)))
+                n_out, ttft, reason = 0, None, None
+                async for out in self.engine.generate(
+                    {"prompt_token_ids": list(prompt_ids)}, sampling, uuid.uuid4().hex, lora_request=lora
+                ):
+                    completion = out.outputs[0]
+                    if ttft is None:
+                        ttft = time.perf_counter() - t0
+                    n_out += len(completion.token_ids)
+                    if completion.text:
+                        put(Text(completion.text))
+                    if out.finished:
+                        reason = completion.finish_reason
+                put(Finished(n_out, reason, ttft, time.perf_counter() - t0))
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                put(exc)
+            finally:
+                put(_END)
+
+        future = asyncio.run_coroutine_threadsafe(run(), self.loop)
+        try:
+            while True:
+                item = await q.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            if not future.done():
+                future.cancel()  # cancels the task on the engine loop; vLLM aborts the request
+
+    def retrieve(self, query: str, story: Optional[str] = None) -> list[MemoryEntry]:
+        """The memories a generation would be reminded of for `query` (from any thread)."""
+        return self.call(self._retrieve(query, story))
 
 
 def _coalesced(q: queue.SimpleQueue, interval: float) -> Iterator[StreamEvent]:

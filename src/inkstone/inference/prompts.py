@@ -5,8 +5,8 @@ the user's instruction. When the whole does not fit into
 `max_model_len - max_tokens`, cuts go in a fixed priority: first the oldest
 part of the story so far, then the least relevant memories; the style and the
 user's instruction are never cut (if they alone do not fit, that is an error).
-The same template is meant for prepare's instruction pairs, so training and
-writing agree.
+Earlier chapters enter as short summaries ("前情提要"). The same template is used
+by prepare's instruction pairs, so training and writing agree.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ class AssembledPrompt:
     memories: list[MemoryEntry] = field(default_factory=list)
     story_chars_dropped: int = 0
     memories_dropped: int = 0
+    summaries_used: int = 0
 
 
 def memory_block(memories: Sequence[MemoryEntry]) -> str:
@@ -38,8 +39,15 @@ def memory_block(memories: Sequence[MemoryEntry]) -> str:
     return "【故事记忆】\n" + "\n".join(lines)
 
 
-def _user_content(memories: Sequence[MemoryEntry], story: str, instruction: str) -> str:
-    parts = [memory_block(memories)]
+def summary_block(summaries: Sequence[str]) -> str:
+    if not summaries:
+        return ""
+    return "【前情提要】\n" + "\n".join(f"- {s}" for s in summaries)
+
+
+def _user_content(memories: Sequence[MemoryEntry], story: str, instruction: str,
+                  summaries: Sequence[str] = ()) -> str:
+    parts = [memory_block(memories), summary_block(summaries)]
     if story:
         parts.append("【前文】\n" + story)
     if instruction:
@@ -48,14 +56,15 @@ def _user_content(memories: Sequence[MemoryEntry], story: str, instruction: str)
 
 
 def render(tokenizer, fmt: PromptFormat, system: str, memories: Sequence[MemoryEntry],
-           story: str, instruction: str) -> str:
+           story: str, instruction: str, summaries: Sequence[str] = ()) -> str:
     if fmt == "chat":
-        user = _user_content(memories, story, instruction)
+        user = _user_content(memories, story, instruction, summaries)
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     # Plain continuation for base models: context first, then the story itself,
     # so the text ends exactly where the model should go on writing.
-    parts = [system, memory_block(memories), f"【要求】\n{instruction}" if instruction else ""]
+    parts = [system, memory_block(memories), summary_block(summaries),
+             f"【要求】\n{instruction}" if instruction else ""]
     head = "\n\n".join(p for p in parts if p)
     return f"{head}\n\n【正文】\n{story}" if head else story
 
@@ -68,21 +77,21 @@ def resolve_format(tokenizer, fmt: PromptFormat, model_name: str) -> Literal["ch
     return "chat" if instruct and getattr(tokenizer, "chat_template", None) else "plain"
 
 
-def _encode(tokenizer, text: str, fmt: str) -> list[int]:
+def encode(tokenizer, text: str, fmt: str) -> list[int]:
     # A chat template already holds its special tokens; plain text gets the
     # tokenizer's own (e.g. Gemma's <bos>).
     return tokenizer(text, add_special_tokens=(fmt == "plain")).input_ids
 
 
 def assemble(tokenizer, *, fmt: Literal["chat", "plain"], system: str, instruction: str,
-             story: str = "", memories: Sequence[MemoryEntry] = (), max_model_len: int,
-             max_tokens: int, memory_token_budget: int) -> AssembledPrompt:
+             story: str = "", memories: Sequence[MemoryEntry] = (), summaries: Sequence[str] = (),
+             max_model_len: int, max_tokens: int, memory_token_budget: int) -> AssembledPrompt:
     budget = max_model_len - max_tokens
     if budget <= 0:
         raise PromptTooLong(
             f"max tokens ({max_tokens}) must be smaller than the model's context ({max_model_len})"
         )
-    fixed = _encode(tokenizer, render(tokenizer, fmt, system, [], "", instruction), fmt)
+    fixed = encode(tokenizer, render(tokenizer, fmt, system, [], "", instruction), fmt)
     if len(fixed) > budget:
         raise PromptTooLong(
             f"the instruction is {len(fixed)} tokens but only {budget} fit "
@@ -99,8 +108,19 @@ def assemble(tokenizer, *, fmt: Literal["chat", "plain"], system: str, instructi
         kept.append(m)
         mem_tokens += cost
 
+    # Summaries of earlier chapters, most recent first, within the same budget as
+    # memories; they are listed oldest first in the prompt.
+    kept_summaries: list[str] = []
+    sum_tokens = 0
+    for text in reversed(list(summaries)):
+        cost = len(tokenizer(f"- {text}\n", add_special_tokens=False).input_ids)
+        if mem_tokens + sum_tokens + cost > min(memory_token_budget * 2, budget - len(fixed)):
+            break
+        kept_summaries.insert(0, text)
+        sum_tokens += cost
+
     # The story so far: keep the tail that fits, cutting on a line when possible.
-    room = budget - len(_encode(tokenizer, render(tokenizer, fmt, system, kept, "", instruction), fmt))
+    room = budget - len(encode(tokenizer, render(tokenizer, fmt, system, kept, "", instruction, kept_summaries), fmt))
     story_ids = tokenizer(story, add_special_tokens=False).input_ids if story else []
     dropped_chars = 0
     if len(story_ids) > max(room - 8, 0):
@@ -112,13 +132,33 @@ def assemble(tokenizer, *, fmt: Literal["chat", "plain"], system: str, instructi
         dropped_chars = len(story) - len(tail)
         story = tail
 
-    text = render(tokenizer, fmt, system, kept, story, instruction)
-    ids = _encode(tokenizer, text, fmt)
-    while len(ids) > budget and kept:  # rare: the seam margin was not enough
-        kept.pop()
-        text = render(tokenizer, fmt, system, kept, story, instruction)
-        ids = _encode(tokenizer, text, fmt)
+    text = render(tokenizer, fmt, system, kept, story, instruction, kept_summaries)
+    ids = encode(tokenizer, text, fmt)
+    while len(ids) > budget and (kept or kept_summaries):  # rare: the seam margin was not enough
+        (kept_summaries if kept_summaries else kept).pop(0 if kept_summaries else -1)
+        text = render(tokenizer, fmt, system, kept, story, instruction, kept_summaries)
+        ids = encode(tokenizer, text, fmt)
     if len(ids) > budget:
         raise PromptTooLong(f"prompt is {len(ids)} tokens, more than the {budget} that fit")
     return AssembledPrompt(text=text, token_ids=ids, memories=kept, story_chars_dropped=dropped_chars,
-                           memories_dropped=len(memories) - len(kept))
+                           memories_dropped=len(memories) - len(kept), summaries_used=len(kept_summaries))
+
+
+MODES = ("continue", "rewrite", "outline")
+
+
+def mode_instruction(mode: str, instruction: str = "", passage: str = "") -> str:
+    """The user's instruction for each way of writing, in the words the model sees."""
+    instruction = (instruction or "").strip()
+    if mode == "continue":
+        return instruction or "接着前文继续写下去，保持人物和文风一致。"
+    if mode == "rewrite":
+        if not (passage or "").strip():
+            raise ValueError("rewrite needs the passage to rewrite: select or paste it")
+        how = instruction or "润色这段文字，保持情节不变。"
+        return f"改写下面这段文字。{how}\n原文：\n{passage.strip()}"
+    if mode == "outline":
+        if not instruction:
+            raise ValueError("outline mode needs an outline line to write the chapter from")
+        return f"根据这条大纲写出完整的一章正文：{instruction}"
+    raise ValueError(f"unknown writing mode {mode!r}; choose one of {', '.join(MODES)}")

@@ -132,6 +132,19 @@ class MemoryStore:
         self._write(entry)
         return entry
 
+    def upsert_named(self, kind: str, title: str, text: str, story: str = DEFAULT_STORY,
+                     chapter: str = "") -> MemoryEntry:
+        """Update the entry of this kind and title in the story (a character who
+        changed), or add a new one."""
+        kind, text = self._check(kind, text)
+        title = (title or "").strip()
+        if title:
+            got = self._col.get(where={"$and": [{"kind": kind}, {"story": story}, {"title": title}]}, limit=1,
+                                include=[])
+            if got["ids"]:
+                return self.update(got["ids"][0], text=text, chapter=chapter)
+        return self.add(kind, text, title=title, story=story, chapter=chapter)
+
     def delete(self, entry_id: str) -> None:
         if self.get(entry_id) is None:
             raise MemoryError_(f"no memory with id {entry_id!r}")
@@ -164,6 +177,27 @@ class MemoryStore:
             SearchHit(_entry(i, d, m), 1.0 - float(dist))
             for i, d, m, dist in zip(got["ids"][0], got["documents"][0], got["metadatas"][0], got["distances"][0])
         ]
+
+    def search_each_kind(self, query: str, k_per_kind: int = 2, story: Optional[str] = None) -> list[SearchHit]:
+        """The best matches of every kind (the query embedded once), best first overall,
+        so a prompt hears about characters, events, world and dialogue alike."""
+        if not query.strip() or k_per_kind <= 0 or self._col.count() == 0:
+            return []
+        vec = self.embedder.embed([query])
+        hits: list[SearchHit] = []
+        for kind in KINDS:
+            got = self._col.query(query_embeddings=vec, n_results=k_per_kind, where=_where(kind, story),
+                                  include=["documents", "metadatas", "distances"])
+            hits += [SearchHit(_entry(i, d, m), 1.0 - float(dist)) for i, d, m, dist in
+                     zip(got["ids"][0], got["documents"][0], got["metadatas"][0], got["distances"][0])]
+        return sorted(hits, key=lambda h: -h.score)
+
+    def delete_story(self, story: str) -> int:
+        """Remove every memory of one story; returns how many."""
+        got = self._col.get(where={"story": story}, include=[])
+        if got["ids"]:
+            self._col.delete(ids=got["ids"])
+        return len(got["ids"])
 
     def _write(self, entry: MemoryEntry) -> None:
         meta = {k: v for k, v in entry.to_dict().items() if k not in ("id", "text")}

@@ -1,0 +1,41 @@
+"""Memory import and export as JSON: a list of {kind, title, text, chapter}."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .store import KINDS, MemoryError_, MemoryStore
+
+
+def export_rows(store: MemoryStore, story: str) -> list[dict]:
+    return [{"kind": e.kind, "title": e.title, "text": e.text, "chapter": e.chapter}
+            for e in store.list(story=story, limit=1_000_000)]
+
+
+def import_rows(store: MemoryStore, rows, story: str) -> tuple[int, list[str]]:
+    """Import the good rows; report each bad one by its index. Returns (imported, errors)."""
+    if not isinstance(rows, list):
+        raise MemoryError_("memory import must be a JSON list of objects")
+    imported, errors = 0, []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            errors.append(f"row {i}: not an object")
+            continue
+        kind = row.get("kind")
+        if kind not in KINDS:
+            errors.append(f"row {i}: kind {kind!r} is not one of {', '.join(KINDS)}")
+            continue
+        try:
+            store.add(kind, str(row.get("text") or ""), title=str(row.get("title") or ""), story=story,
+                      chapter=str(row.get("chapter") or ""))
+            imported += 1
+        except MemoryError_ as exc:
+            errors.append(f"row {i}: {exc}")
+    return imported, errors
+
+
+def read_json_file(path: Path):
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MemoryError_(f"{Path(path).name}: not a UTF-8 JSON file ({exc})") from exc

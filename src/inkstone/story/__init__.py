@@ -1,0 +1,1 @@
+"""Story projects: chapters and generation history with provenance, in SQLite."""

@@ -1,0 +1,59 @@
+"""The studio's SQLite file: one connection per call, so any thread may use it."""
+from __future__ import annotations
+
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS stories (
+    name TEXT PRIMARY KEY,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chapters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    story TEXT NOT NULL REFERENCES stories(name),
+    position INTEGER NOT NULL,
+    title TEXT NOT NULL,
+    text TEXT NOT NULL,
+    summary TEXT NOT NULL DEFAULT '',
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chapters_story ON chapters(story, position);
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    story TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    instruction TEXT NOT NULL,
+    story_text TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    memory_ids TEXT NOT NULL,
+    model TEXT NOT NULL,
+    adapter TEXT,
+    params TEXT NOT NULL,
+    output TEXT NOT NULL,
+    finish_reason TEXT,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    started REAL NOT NULL,
+    finished REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_story ON history(story, started);
+"""
+
+
+class StudioDB:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.connect() as con:
+            con.executescript(SCHEMA)
+
+    @contextmanager
+    def connect(self):
+        con = sqlite3.connect(self.path, timeout=30)
+        con.row_factory = sqlite3.Row
+        try:
+            with con:  # commits, or rolls back on error: nothing half-written
+                yield con
+        finally:
+            con.close()

@@ -1,0 +1,83 @@
+"""Named story projects and their accepted chapters (with short summaries that
+later prompts use as "前情提要")."""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from .db import StudioDB
+
+DEFAULT_STORY = "default"
+
+
+@dataclass
+class Chapter:
+    id: int
+    story: str
+    position: int
+    title: str
+    text: str
+    summary: str
+
+
+def check_story_name(name: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise ValueError("story name is empty")
+    if len(name) > 80 or re.search(r"[\\/\x00-\x1f]", name):
+        raise ValueError(f"story name {name!r} is not allowed: at most 80 characters, no slashes")
+    return name
+
+
+class Stories:
+    def __init__(self, db: StudioDB):
+        self.db = db
+        self.ensure(DEFAULT_STORY)
+
+    def ensure(self, name: str) -> str:
+        name = check_story_name(name)
+        with self.db.connect() as con:
+            con.execute("INSERT OR IGNORE INTO stories (name, created) VALUES (?, ?)", (name, time.time()))
+        return name
+
+    def names(self) -> list[str]:
+        with self.db.connect() as con:
+            return [r["name"] for r in con.execute("SELECT name FROM stories ORDER BY created")]
+
+    def add_chapter(self, story: str, title: str, text: str, summary: str = "") -> Chapter:
+        story = self.ensure(story)
+        if not (text or "").strip():
+            raise ValueError("the chapter text is empty")
+        with self.db.connect() as con:
+            pos = con.execute("SELECT COALESCE(MAX(position), 0) + 1 FROM chapters WHERE story = ?",
+                              (story,)).fetchone()[0]
+            title = (title or "").strip() or f"第{pos}章"
+            cur = con.execute(
+                "INSERT INTO chapters (story, position, title, text, summary, updated) VALUES (?, ?, ?, ?, ?, ?)",
+                (story, pos, title, text, summary, time.time()))
+            return Chapter(int(cur.lastrowid), story, pos, title, text, summary)
+
+    def set_summary(self, chapter_id: int, summary: str) -> None:
+        with self.db.connect() as con:
+            con.execute("UPDATE chapters SET summary = ?, updated = ? WHERE id = ?", (summary, time.time(), chapter_id))
+
+    def chapters(self, story: str) -> list[Chapter]:
+        with self.db.connect() as con:
+            rows = con.execute("SELECT * FROM chapters WHERE story = ? ORDER BY position", (story,)).fetchall()
+        return [Chapter(r["id"], r["story"], r["position"], r["title"], r["text"], r["summary"]) for r in rows]
+
+    def summaries(self, story: str) -> list[str]:
+        """One line per accepted chapter, oldest first (its summary, else its opening)."""
+        out = []
+        for ch in self.chapters(story):
+            out.append(f"{ch.title}：{ch.summary or ch.text[:80]}")
+        return out
+
+    def delete(self, story: str) -> None:
+        with self.db.connect() as con:
+            con.execute("DELETE FROM chapters WHERE story = ?", (story,))
+            con.execute("DELETE FROM stories WHERE name = ?", (story,))
+        if story == DEFAULT_STORY:
+            self.ensure(DEFAULT_STORY)

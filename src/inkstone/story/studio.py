@@ -1,0 +1,102 @@
+"""The writing loop around the engine: modes, story projects, automatic memory
+and history with provenance. The Write tab, the CLI and the API call this; it
+calls the engine bridge and never vLLM itself."""
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from pathlib import Path
+from typing import Iterator, Optional
+
+from ..inference.engine import EngineBridge, Finished, GenerationParams, Prepared, Text
+from ..inference.prompts import mode_instruction
+from ..memory import extraction
+from .db import StudioDB
+from .history import History, HistoryEntry
+from .stories import DEFAULT_STORY, Stories
+
+
+class Studio:
+    def __init__(self, bridge: EngineBridge, db_path: Path):
+        self.bridge = bridge
+        db = StudioDB(db_path)
+        self.history = History(db)
+        self.stories = Stories(db)
+
+    def write(self, *, mode: str = "continue", story: str = DEFAULT_STORY, story_text: str = "",
+              instruction: str = "", passage: str = "", params: Optional[GenerationParams] = None,
+              adapter: Optional[str] = None, use_memory: bool = True) -> Iterator:
+        """Stream a generation (Prepared, Text..., Finished) and record it in the history,
+        also when the consumer stops early. A random seed is drawn and recorded when
+        none is given, so every entry can be reproduced."""
+        story = self.stories.ensure(story or DEFAULT_STORY)
+        params = dataclasses.replace(params or GenerationParams())
+        if params.seed is None:
+            params.seed = random.randrange(2**31)
+        full_instruction = mode_instruction(mode, instruction, passage)
+        summaries = tuple(self.stories.summaries(story))
+        started = time.time()
+        prepared, out, finished = None, [], None
+        try:
+            for ev in self.bridge.stream(full_instruction, story_text, params, adapter=adapter,
+                                         use_memory=use_memory, story=story, summaries=summaries):
+                if isinstance(ev, Prepared):
+                    prepared = ev
+                elif isinstance(ev, Text):
+                    out.append(ev.text)
+                elif isinstance(ev, Finished):
+                    finished = ev
+                yield ev
+        finally:
+            if prepared is not None:
+                self.history.add(HistoryEntry(
+                    story=story, mode=mode, instruction=instruction, story_text=story_text,
+                    prompt=prepared.prompt, model=self.bridge.settings.model_name, adapter=adapter,
+                    params=dataclasses.asdict(params), output="".join(out),
+                    memory_ids=[m.id for m in prepared.memories],
+                    finish_reason=finished.finish_reason if finished else "stopped",
+                    output_tokens=finished.output_tokens if finished else 0,
+                    started=started, finished=time.time()))
+
+    def rerun(self, history_id: int) -> str:
+        """Generate again from an entry's exact prompt, model choice and parameters."""
+        e = self.history.get(history_id)
+        if e is None:
+            raise ValueError(f"no history entry {history_id}")
+        params = GenerationParams(**e.params)
+        return self.bridge.generate(raw_prompt=e.prompt, params=params, adapter=e.adapter)
+
+    # ---- automatic memory -------------------------------------------------------
+    def extract(self, passage: str, max_tokens: int = 1536, max_items: int = 6,
+                max_chars: int = 120) -> tuple[str, list[extraction.Proposal]]:
+        """Structured JSON from the model (schema-constrained, so it parses)."""
+        if not (passage or "").strip():
+            raise ValueError("nothing to extract from: the passage is empty")
+        prompt = extraction.extraction_prompt(self.bridge.tokenizer, self.bridge.prompt_format, passage)
+        params = GenerationParams(temperature=0.0, top_p=1.0, top_k=-1, max_tokens=max_tokens,
+                                  repetition_penalty=1.0, json_schema=extraction.schema(max_items, max_chars))
+        return extraction.parse(self.bridge.generate(raw_prompt=prompt, params=params))
+
+    def accept_chapter(self, story: str, title: str, text: str, **extract_kw) -> tuple[int, list[extraction.Proposal]]:
+        """Keep a chapter in the story, then propose memories from it (nothing stored
+        until the user accepts). Returns (chapter id, proposals)."""
+        chapter = self.stories.add_chapter(story, title, text)
+        summary, proposals = self.extract(text, **extract_kw)
+        if summary:
+            self.stories.set_summary(chapter.id, summary)
+        return chapter.id, proposals
+
+    def apply_proposals(self, story: str, chapter_title: str, accepted: list[extraction.Proposal]) -> list[str]:
+        ids = []
+        for p in accepted:
+            entry = self.bridge.memory_call("upsert_named", p.kind, p.title, p.text, story=story, chapter=chapter_title)
+            ids.append(entry.id)
+        return ids
+
+    def delete_story(self, story: str) -> dict:
+        """Remove one story's memories, chapters and history; nothing else."""
+        memories = self.bridge.memory_call("delete_story", story)
+        history = self.history.delete_story(story)
+        self.stories.delete(story)
+        return {"memories": memories, "history": history}

@@ -1,0 +1,92 @@
+"""The writing loop: history with provenance, stories, automatic memory proposals."""
+import json
+
+import pytest
+
+from inkstone.inference.engine import GenerationParams, Text
+from inkstone.memory import extraction
+from inkstone.memory.io import import_rows
+from inkstone.story.studio import Studio
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def studio(bridge, tmp_path_factory):
+    return Studio(bridge, tmp_path_factory.mktemp("studio") / "studio.sqlite3")
+
+
+def test_every_generation_is_kept_and_reproducible(studio):
+    params = GenerationParams(temperature=1.0, max_tokens=16)  # no seed: one is drawn and recorded
+    text = "".join(e.text for e in studio.write(story="hist", story_text="宝玉", params=params,
+                                                 use_memory=False) if isinstance(e, Text))
+    (entry,) = studio.history.list(story="hist")
+    assert entry.output == text and entry.params["seed"] is not None
+    assert entry.model == studio.bridge.settings.model_name and entry.finish_reason == "length"
+    assert entry.prompt.endswith("宝玉")
+    assert studio.rerun(entry.id) == text
+
+
+def test_a_stopped_generation_is_kept_as_stopped(studio):
+    stream = studio.write(story="stop", story_text="黛玉", params=GenerationParams(max_tokens=500))
+    for ev in stream:
+        if isinstance(ev, Text):
+            break
+    stream.close()
+    (entry,) = studio.history.list(story="stop")
+    assert entry.finish_reason == "stopped" and entry.output
+
+
+def test_modes_shape_the_instruction(studio):
+    ev = next(iter(studio.write(mode="rewrite", story="modes", instruction="更简洁", passage="宝玉笑道：好妹妹。",
+                                params=GenerationParams(max_tokens=4))))
+    assert "改写" in ev.prompt and "宝玉笑道：好妹妹。" in ev.prompt
+    with pytest.raises(ValueError, match="outline line"):
+        next(iter(studio.write(mode="outline", story="modes", instruction="")))
+
+
+def test_structured_extraction_always_parses_and_nothing_is_stored_until_accepted(studio):
+    story = "extract"
+    chapter_id, proposals = studio.accept_chapter(story, "第一章", "宝玉见了黛玉，笑道：这个妹妹我曾见过的。",
+                                                  max_items=1, max_chars=8, max_tokens=400)
+    assert all(p.kind in ("character", "plot", "world", "dialogue") for p in proposals)
+    assert studio.bridge.memory_call("list", story=story) == []  # proposals only
+    kept = [extraction.Proposal("character", "宝玉", "衔玉而生的公子")]
+    ids = studio.apply_proposals(story, "第一章", kept)
+    (entry,) = studio.bridge.memory_call("list", story=story)
+    assert entry.id == ids[0] and entry.chapter == "第一章"
+    studio.apply_proposals(story, "第二章", [extraction.Proposal("character", "宝玉", "挨了打的公子")])
+    (entry,) = studio.bridge.memory_call("list", story=story)  # same name: updated, not duplicated
+    assert entry.text == "挨了打的公子" and entry.chapter == "第二章"
+    # The accepted chapter now enters later prompts as a summary line.
+    ev = next(iter(studio.write(story=story, story_text="", instruction="继续", params=GenerationParams(max_tokens=4))))
+    assert "前情提要" in ev.prompt and "第一章" in ev.prompt
+
+
+def test_extraction_output_is_parsed_into_proposals():
+    summary, props = extraction.parse(json.dumps({
+        "summary": "黛玉进府", "characters": [{"name": "黛玉", "description": "林如海之女"}],
+        "events": [{"title": "进府", "description": "黛玉到荣国府"}], "world": [],
+        "dialogue": [{"speaker": "宝玉", "line": "这个妹妹我曾见过的"}, {"speaker": "x", "line": ""}]}))
+    assert summary == "黛玉进府"
+    assert [(p.kind, p.title) for p in props] == [("character", "黛玉"), ("plot", "进府"), ("dialogue", "宝玉")]
+    with pytest.raises(extraction.ExtractionError, match="max tokens"):
+        extraction.parse('{"summary": "cut')
+
+
+def test_memory_import_reports_bad_rows_and_keeps_good_ones(bridge):
+    rows = [{"kind": "character", "title": "甲", "text": "好人"}, {"kind": "weather", "text": "晴"},
+            "not an object", {"kind": "plot", "text": ""}, {"kind": "world", "text": "太虚幻境"}]
+    imported, errors = import_rows(bridge.memory, rows, story="import")
+    assert imported == 2
+    assert [e.split(":")[0] for e in errors] == ["row 1", "row 2", "row 3"]
+
+
+def test_deleting_a_story_removes_its_memories_and_history_only(studio):
+    list(studio.write(story="doomed", story_text="宝玉", params=GenerationParams(max_tokens=4), use_memory=False))
+    studio.bridge.memory_call("add", "plot", "要删掉的", story="doomed")
+    studio.bridge.memory_call("add", "plot", "要留下的", story="kept")
+    counts = studio.delete_story("doomed")
+    assert counts == {"memories": 1, "history": 1}
+    assert studio.bridge.memory_call("list", story="kept") and not studio.history.list(story="doomed")
+    assert "doomed" not in studio.stories.names()
