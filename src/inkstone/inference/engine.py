@@ -227,12 +227,15 @@ class EngineBridge:
 
     def memory_call(self, method: str, *args, **kwargs):
         """Run a MemoryStore method on the store's own thread, via the loop."""
+        return self.memory_run(lambda store: getattr(store, method)(*args, **kwargs))
+
+    def memory_run(self, fn: Callable[[MemoryStore], Any]):
+        """Run fn(store) on the store's own thread, via the loop."""
         if self.memory is None:
             raise RuntimeError("no memory store is open")
 
         async def run():
-            fn = getattr(self.memory, method)
-            return await self.loop.run_in_executor(self._memory_exec, lambda: fn(*args, **kwargs))
+            return await self.loop.run_in_executor(self._memory_exec, lambda: fn(self.memory))
 
         return self.call(run())
 

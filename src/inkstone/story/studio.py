@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from ..inference.engine import EngineBridge, Finished, GenerationParams, Prepared, Text
-from ..inference.prompts import mode_instruction
+from ..inference.prompts import encode, mode_instruction
 from ..memory import extraction
 from .db import StudioDB
 from .history import History, HistoryEntry
@@ -18,8 +18,10 @@ from .stories import DEFAULT_STORY, Stories
 
 
 class Studio:
-    def __init__(self, bridge: EngineBridge, db_path: Path):
+    def __init__(self, bridge: EngineBridge, db_path: Path, extract_max_items: int = 6,
+                 extract_max_chars: int = 120):
         self.bridge = bridge
+        self.extract_defaults = {"max_items": extract_max_items, "max_chars": extract_max_chars}
         db = StudioDB(db_path)
         self.history = History(db)
         self.stories = Stories(db)
@@ -68,12 +70,19 @@ class Studio:
         return self.bridge.generate(raw_prompt=e.prompt, params=params, adapter=e.adapter)
 
     # ---- automatic memory -------------------------------------------------------
-    def extract(self, passage: str, max_tokens: int = 1536, max_items: int = 6,
-                max_chars: int = 120) -> tuple[str, list[extraction.Proposal]]:
+    def extract(self, passage: str, max_tokens: int = 1536, max_items: Optional[int] = None,
+                max_chars: Optional[int] = None) -> tuple[str, list[extraction.Proposal]]:
         """Structured JSON from the model (schema-constrained, so it parses)."""
         if not (passage or "").strip():
             raise ValueError("nothing to extract from: the passage is empty")
+        max_items = max_items or self.extract_defaults["max_items"]
+        max_chars = max_chars or self.extract_defaults["max_chars"]
         prompt = extraction.extraction_prompt(self.bridge.tokenizer, self.bridge.prompt_format, passage)
+        prompt_len = len(encode(self.bridge.tokenizer, prompt, self.bridge.prompt_format))
+        room = self.bridge.settings.max_model_len - prompt_len
+        if room < 64:
+            raise ValueError(f"the passage is too long to extract from ({prompt_len} tokens); accept shorter chapters")
+        max_tokens = min(max_tokens, room)
         params = GenerationParams(temperature=0.0, top_p=1.0, top_k=-1, max_tokens=max_tokens,
                                   repetition_penalty=1.0, json_schema=extraction.schema(max_items, max_chars))
         return extraction.parse(self.bridge.generate(raw_prompt=prompt, params=params))

@@ -16,8 +16,10 @@ from typing import Optional
 import gradio as gr
 
 from ..inference.engine import EngineBridge
+from ..story.studio import Studio
 from ..train.jobs import TrainJob
 from .i18n import i18n
+from .history_tab import create_history_tab
 from .memory_tab import create_memory_tab
 from .settings_tab import create_settings_tab
 from .train_tab import create_train_tab
@@ -32,6 +34,12 @@ class AppContext:
     bridge: EngineBridge
     notes: list[str] = field(default_factory=list)  # fallbacks taken, shown in Settings
     train_job: Optional[TrainJob] = None
+    studio: Optional[Studio] = None
+
+    def __post_init__(self):
+        if self.studio is None:
+            m = self.cfg.memory
+            self.studio = Studio(self.bridge, m.studio_db, m.extract_max_items, m.extract_max_chars)
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:
@@ -44,6 +52,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 create_write_tab(ctx)
             with gr.Tab(i18n("tab_memory")):
                 create_memory_tab(ctx)
+            with gr.Tab(i18n("tab_history")):
+                create_history_tab(ctx)
             with gr.Tab(i18n("tab_train")):
                 create_train_tab(ctx)
             with gr.Tab(i18n("tab_settings")):
@@ -88,7 +98,18 @@ def launch(ctx: AppContext, *, block: bool = True):
     demo = build_app(ctx)
     demo.launch(
         server_name=w.host, server_port=w.port, share=w.share, auth=auth, i18n=i18n,
-        prevent_thread_lock=not block, show_error=True, quiet=not block,
+        prevent_thread_lock=True, show_error=True, quiet=not block,
         max_threads=max(40, w.concurrency + 8),
     )
+    mount_extra_routes(ctx, demo)
+    if block:
+        demo.block_thread()
     return demo
+
+
+def mount_extra_routes(ctx: AppContext, demo: gr.Blocks) -> None:
+    """HTTP routes served by the same process and engine, beside the Gradio app."""
+    from ..api.openai_compat import create_router
+
+    key = ctx.cfg.webui.api_key.get_secret_value() if ctx.cfg.webui.api_key else None
+    demo.app.include_router(create_router(ctx, api_key=key))

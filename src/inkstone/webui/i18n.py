@@ -20,6 +20,11 @@ EN = {
     "stop_train": "Stop (saves a checkpoint)", "loss": "Loss", "status": "System status",
     "memory_entries": "Memory entries", "filter_kind": "Show kind", "all": "all",
     "compare_runs": "Runs and checkpoints side by side",
+    "mode": "Mode", "passage": "Passage to rewrite", "accept_chapter": "Accept as chapter → memory proposals",
+    "accept_and_extract": "Accept story text as chapter", "proposals": "Proposed memories (untick to reject)",
+    "save_proposals": "Save ticked memories", "tab_history": "History", "restore": "Show",
+    "rerun": "Re-run (same seed)", "import": "Import JSON", "export": "Export JSON",
+    "delete_story": "Delete story (memories and history)", "confirm_story": "Type the story name to confirm",
 }
 
 ZH = {
@@ -39,6 +44,11 @@ ZH = {
     "stop_train": "停止（保存检查点）", "loss": "损失", "status": "系统状态",
     "memory_entries": "记忆条目", "filter_kind": "显示类别", "all": "全部",
     "compare_runs": "训练记录与检查点对比",
+    "mode": "模式", "passage": "要改写的段落", "accept_chapter": "定稿为章节 → 记忆提取",
+    "accept_and_extract": "将前文定稿为一章", "proposals": "建议的记忆（取消勾选即拒绝）",
+    "save_proposals": "保存勾选的记忆", "tab_history": "历史", "restore": "查看",
+    "rerun": "按原种子重跑", "import": "导入 JSON", "export": "导出 JSON",
+    "delete_story": "删除故事（记忆与历史）", "confirm_story": "输入故事名以确认",
 }
 
 i18n = gr.I18n(en=EN, zh=ZH, **{"zh-CN": ZH, "zh-TW": ZH})

@@ -1,8 +1,13 @@
 """Memory tab: list, add, edit, delete and search story memories."""
 from __future__ import annotations
 
+import json
+import tempfile
+from pathlib import Path
+
 import gradio as gr
 
+from ..memory.io import export_rows, import_rows, read_json_file
 from ..memory.store import KIND_LABELS, KINDS, MemoryError_
 from .i18n import i18n
 
@@ -46,6 +51,35 @@ def search_rows(bridge, query: str, k: float, story: str) -> list[list]:
     return [[round(h.score, 3), h.entry.kind, h.entry.title, h.entry.text, h.entry.id] for h in hits]
 
 
+def import_file(bridge, path, story: str) -> str:
+    if not path:
+        raise gr.Error("Choose a JSON file to import.")
+    story = (story or "").strip() or "default"
+    try:
+        rows = read_json_file(Path(path))
+        imported, errors = bridge.memory_run(lambda store: import_rows(store, rows, story))
+    except MemoryError_ as exc:
+        raise gr.Error(str(exc)) from exc
+    lines = [f"Imported {imported} memories into story '{story}'."] + [f"- skipped {e}" for e in errors]
+    return "\n".join(lines)
+
+
+def export_file(bridge, story: str) -> str:
+    story = (story or "").strip() or "default"
+    data = bridge.memory_run(lambda store: export_rows(store, story))
+    out = Path(tempfile.mkdtemp(prefix="inkstone-export-")) / f"memories-{story}.json"
+    out.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
+    return str(out)
+
+
+def delete_story(ctx, story: str, confirm: str) -> str:
+    story = (story or "").strip()
+    if not story or confirm.strip() != story:
+        raise gr.Error("To delete a story, type its exact name in the confirmation box.")
+    counts = ctx.studio.delete_story(story)
+    return f"Deleted story '{story}': {counts['memories']} memories and {counts['history']} history entries."
+
+
 def create_memory_tab(ctx) -> None:
     bridge = ctx.bridge
     with gr.Row():
@@ -78,6 +112,22 @@ def create_memory_tab(ctx) -> None:
     delete.click(lambda i: delete_entry(bridge, i), entry_id, entry_id, api_name="memory_delete").then(
         lambda kf, s: list_rows(bridge, kf, s), [kind_filter, story], table, api_name=False)
     search.click(lambda q, n, s: search_rows(bridge, q, n, s), [query, k, story], results, api_name="memory_search")
+
+    with gr.Accordion(f"{i18n('import')} / {i18n('export')} / {i18n('delete_story')}", open=False):
+        with gr.Row():
+            upload = gr.File(label=i18n("import"), file_types=[".json"], type="filepath")
+            do_import = gr.Button(i18n("import"))
+            do_export = gr.Button(i18n("export"))
+            download = gr.File(label=i18n("export"))
+        with gr.Row():
+            confirm = gr.Textbox(label=i18n("confirm_story"), max_lines=1)
+            do_delete = gr.Button(i18n("delete_story"), variant="stop")
+        io_note = gr.Markdown()
+    do_import.click(lambda f, s: import_file(bridge, f, s), [upload, story], io_note, api_name="memory_import").then(
+        lambda kf, s: list_rows(bridge, kf, s), [kind_filter, story], table, api_name=False)
+    do_export.click(lambda s: export_file(bridge, s), story, download, api_name="memory_export")
+    do_delete.click(lambda s, c: delete_story(ctx, s, c), [story, confirm], io_note, api_name="story_delete").then(
+        lambda kf, s: list_rows(bridge, kf, s), [kind_filter, story], table, api_name=False)
 
     def pick(evt: gr.SelectData, rows):
         # Selecting a row fills the form for editing.

@@ -32,6 +32,7 @@ def create_settings_tab(ctx) -> None:
     refresh = gr.Button(i18n("refresh"))
     refresh.click(lambda: status_markdown(ctx), None, status, api_name="status")
     cfg_view = ctx.cfg.model_dump(mode="json")
-    if cfg_view.get("webui", {}).get("password"):
-        cfg_view["webui"]["password"] = "********"
+    for secret in ("password", "api_key"):
+        if cfg_view["webui"].get(secret):
+            cfg_view["webui"][secret] = "********"
     gr.JSON(value=cfg_view, label="config")

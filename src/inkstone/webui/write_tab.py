@@ -1,24 +1,30 @@
-"""Write tab: story text + instruction in, streamed continuation out."""
+"""Write tab: continue, rewrite or write from an outline, streamed; accept a passage
+as a chapter and review the memories the model proposes from it."""
 from __future__ import annotations
 
 import gradio as gr
+import pandas as pd
 
 from ..inference.engine import AdapterError, Finished, GenerationParams, Prepared, Text
 from ..inference.prompts import PromptTooLong
+from ..memory.extraction import ExtractionError, Proposal
+from ..memory.store import KINDS, MemoryError_
 from .i18n import i18n
 
 BASE_CHOICE = "(base model)"
+MODE_CHOICES = [("续写 Continue", "continue"), ("改写 Rewrite", "rewrite"), ("大纲成章 Outline → chapter", "outline")]
+PROPOSAL_COLUMNS = ["keep", "kind", "title", "text"]
 
 
 def adapter_choices(bridge) -> list[str]:
     return [BASE_CHOICE] + sorted(bridge.available_adapters())
 
 
-def write_stream(bridge, story_text: str, instruction: str, temperature: float, top_p: float, top_k: float,
+def write_stream(studio, story_text: str, instruction: str, temperature: float, top_p: float, top_k: float,
                  max_tokens: float, repetition_penalty: float, seed: float, use_memory: bool,
-                 adapter: str, story: str):
+                 adapter: str, story: str, mode: str = "continue", passage: str = ""):
     """Generator handler: yields (output, status, prompt) as text arrives."""
-    if not (story_text or "").strip() and not (instruction or "").strip():
+    if mode == "continue" and not (story_text or "").strip() and not (instruction or "").strip():
         raise gr.Error("Write something first: a story to continue or an instruction.")
     params = GenerationParams(
         temperature=float(temperature), top_p=float(top_p), top_k=int(top_k), max_tokens=int(max_tokens),
@@ -27,8 +33,9 @@ def write_stream(bridge, story_text: str, instruction: str, temperature: float, 
     chosen = None if not adapter or adapter == BASE_CHOICE else adapter
     out, prompt, status = "", "", ""
     try:
-        for ev in bridge.stream(instruction or "", story_text or "", params, adapter=chosen,
-                                use_memory=bool(use_memory), story=(story or "").strip() or None):
+        for ev in studio.write(mode=mode or "continue", story=(story or "").strip() or "default",
+                               story_text=story_text or "", instruction=instruction or "", passage=passage or "",
+                               params=params, adapter=chosen, use_memory=bool(use_memory)):
             if isinstance(ev, Prepared):
                 prompt = ev.prompt
                 used = ", ".join(m.title or m.text[:12] for m in ev.memories) or "—"
@@ -42,18 +49,56 @@ def write_stream(bridge, story_text: str, instruction: str, temperature: float, 
                 ttft = f"{ev.ttft_s * 1000:.0f} ms" if ev.ttft_s is not None else "—"
                 status += f" · {ev.output_tokens} tokens, {rate:.1f} tok/s, first token {ttft} ({ev.finish_reason})"
                 yield out, status, prompt
-    except (PromptTooLong, AdapterError) as exc:
+    except (PromptTooLong, AdapterError, ValueError) as exc:
         raise gr.Error(str(exc)) from exc
+
+
+def accept_chapter(studio, story: str, title: str, text: str):
+    """Keep the text as a chapter; return the model's memory proposals for review."""
+    if not (text or "").strip():
+        raise gr.Error("Nothing to accept: the story text is empty.")
+    try:
+        chapter_id, proposals = studio.accept_chapter((story or "").strip() or "default", title, text)
+    except (ExtractionError, ValueError) as exc:
+        raise gr.Error(str(exc)) from exc
+    rows = [[True, p.kind, p.title, p.text] for p in proposals]
+    note = f"Chapter kept (#{chapter_id}). {len(rows)} memories proposed: untick what is wrong, edit, then save."
+    return pd.DataFrame(rows, columns=PROPOSAL_COLUMNS), note
+
+
+def save_proposals(studio, story: str, chapter_title: str, table) -> str:
+    rows = table.values.tolist() if hasattr(table, "values") else list(table or [])
+    kept = []
+    for i, row in enumerate(rows):
+        keep, kind, title, text = (list(row) + [None] * 4)[:4]
+        if not _truthy(keep):
+            continue  # rejected: nothing is stored
+        if kind not in KINDS:
+            raise gr.Error(f"row {i + 1}: kind must be one of {', '.join(KINDS)}")
+        kept.append(Proposal(kind, str(title or ""), str(text or "")))
+    try:
+        ids = studio.apply_proposals((story or "").strip() or "default", chapter_title or "", kept)
+    except MemoryError_ as exc:
+        raise gr.Error(str(exc)) from exc
+    return f"Saved {len(ids)} memories; {len(rows) - len(ids)} rejected."
+
+
+def _truthy(v) -> bool:
+    return v is True or str(v).strip().lower() in ("true", "1", "yes", "y")
 
 
 def create_write_tab(ctx) -> dict:
     inf = ctx.cfg.inference
-    bridge = ctx.bridge
+    bridge, studio = ctx.bridge, ctx.studio
     with gr.Row():
         with gr.Column(scale=3):
-            story = gr.Textbox(label=i18n("story"), value="default", max_lines=1)
+            with gr.Row():
+                story = gr.Dropdown(studio.stories.names(), value="default", label=i18n("story"),
+                                    allow_custom_value=True)
+                mode = gr.Radio(MODE_CHOICES, value="continue", label=i18n("mode"))
             story_text = gr.Textbox(label=i18n("story_text"), lines=12, max_lines=40)
-            instruction = gr.Textbox(label=i18n("instruction"), lines=3)
+            instruction = gr.Textbox(label=i18n("instruction"), lines=2)
+            passage = gr.Textbox(label=i18n("passage"), lines=3, visible=False)
             with gr.Row():
                 go = gr.Button(i18n("generate"), variant="primary")
                 stop = gr.Button(i18n("stop"), variant="stop")
@@ -62,6 +107,14 @@ def create_write_tab(ctx) -> dict:
             status = gr.Markdown()
             with gr.Accordion(i18n("prompt_seen"), open=False):
                 prompt_box = gr.Textbox(show_label=False, lines=10, max_lines=60)
+            with gr.Accordion(i18n("accept_chapter"), open=False):
+                with gr.Row():
+                    chapter_title = gr.Textbox(label=i18n("chapter"), max_lines=1)
+                    accept = gr.Button(i18n("accept_and_extract"))
+                proposals = gr.Dataframe(headers=PROPOSAL_COLUMNS, datatype=["bool", "str", "str", "str"],
+                                         interactive=True, wrap=True, label=i18n("proposals"))
+                save_props = gr.Button(i18n("save_proposals"))
+                props_note = gr.Markdown()
         with gr.Column(scale=1):
             with gr.Row():
                 adapter = gr.Dropdown(adapter_choices(bridge), value=_initial_adapter(ctx), label=i18n("adapter"),
@@ -77,17 +130,23 @@ def create_write_tab(ctx) -> dict:
                 seed = gr.Number(value=-1 if inf.seed is None else inf.seed, precision=0, label=i18n("seed"))
 
     def run(*args):
-        yield from write_stream(bridge, *args)
+        yield from write_stream(studio, *args)
 
     event = go.click(
-        run, [story_text, instruction, temperature, top_p, top_k, max_tokens, rep, seed, use_memory, adapter, story],
+        run, [story_text, instruction, temperature, top_p, top_k, max_tokens, rep, seed, use_memory, adapter, story,
+              mode, passage],
         [output, status, prompt_box], api_name="write",
     )
     # Cancelling the event closes the handler's generator, which aborts the request in vLLM.
     stop.click(None, None, None, cancels=[event], api_name="stop")
+    mode.change(lambda m: gr.Textbox(visible=m == "rewrite"), mode, passage, api_name=False)
     append.click(lambda s, o: ((s or "") + (o or ""), ""), [story_text, output], [story_text, output], api_name=False)
     refresh.click(lambda: gr.Dropdown(choices=adapter_choices(bridge)), None, adapter, api_name="adapters")
-    return {"event": event}
+    accept.click(lambda s, t, x: accept_chapter(studio, s, t, x), [story, chapter_title, story_text],
+                 [proposals, props_note], api_name="accept_chapter")
+    save_props.click(lambda s, t, rows: save_proposals(studio, s, t, rows), [story, chapter_title, proposals],
+                     props_note, api_name="save_proposals")
+    return {"event": event, "story": story, "story_text": story_text, "output": output}
 
 
 def _initial_adapter(ctx) -> str:
