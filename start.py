@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     inf.add_argument("--temperature", type=float)
     inf.add_argument("--seed", type=int)
     inf.add_argument("--no-memory", action="store_true")
+    inf.add_argument("--story", default="default", help="story project whose memories and chapters to use")
+    inf.add_argument("--mode", choices=["continue", "rewrite", "outline"], default="continue")
+    inf.add_argument("--passage", type=Path, help="rewrite mode: file with the passage to rewrite")
     inf.add_argument("--raw", action="store_true", help="send the prompt as is, without the writing template")
 
     sub.add_parser("doctor", help="versions, device, memory, model paths, what is missing")
@@ -75,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--json", action="store_true")
 
     be = sub.add_parser("bench", help="benchmarks writing JSON")
-    be.add_argument("what", choices=["serve", "train"])
+    be.add_argument("what", choices=["serve", "train", "memory"])
     be.add_argument("--output", type=Path, help="JSON file (default: bench-results/<what>.json)")
     be.add_argument("--streams", default="1,8,32", help="serve: concurrency levels, comma separated")
     be.add_argument("--max-tokens", type=int, default=64, help="serve: new tokens per request")

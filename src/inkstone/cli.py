@@ -149,12 +149,17 @@ def run_inference(cfg, args) -> int:
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
     try:
+        from .story.studio import Studio
+
         adapter = bridge.register_adapter(args.lora) if args.lora else None
         params = GenerationParams.from_config(cfg.inference)
-        stream = bridge.stream(
-            "" if args.raw else prompt, story_text, params, adapter=adapter, use_memory=not args.no_memory,
-            raw_prompt=prompt if args.raw else None,
-        )
+        if args.raw:
+            stream = bridge.stream(raw_prompt=prompt, params=params, adapter=adapter)
+        else:  # the same assembly as the Write tab, kept in the story's history
+            studio = Studio(bridge, cfg.memory.studio_db)
+            passage = args.passage.read_text(encoding="utf-8") if args.passage else ""
+            stream = studio.write(mode=args.mode, story=args.story, story_text=story_text, instruction=prompt,
+                                  passage=passage, params=params, adapter=adapter, use_memory=not args.no_memory)
         for ev in stream:
             if isinstance(ev, Text):
                 sys.stdout.write(ev.text)
@@ -163,7 +168,7 @@ def run_inference(cfg, args) -> int:
                 sys.stdout.write("\n")
                 print(f"[{ev.output_tokens} tokens, {ev.output_tokens / max(ev.elapsed_s, 1e-9):.1f} tok/s, "
                       f"finish: {ev.finish_reason}]", file=sys.stderr)
-    except (PromptTooLong, AdapterError) as exc:
+    except (PromptTooLong, AdapterError, ValueError) as exc:
         raise UserError(str(exc)) from exc
     finally:
         bridge.stop()
@@ -177,6 +182,10 @@ def run_bench(cfg, args) -> int:
 
         levels = [int(x) for x in args.streams.split(",") if x.strip()]
         result = run_serve_bench(cfg, levels=levels, max_tokens=args.max_tokens)
+    elif args.what == "memory":
+        from .bench.memory import run_memory_bench
+
+        result = run_memory_bench(cfg)
     else:
         from .bench.train import run_train_bench
         from .data.prepare import SAMPLE_TEXT
