@@ -37,9 +37,20 @@ def test_inference_streams_to_stdout_from_argument_and_stdin(cli_env):
 
 
 @pytest.mark.slow
-def test_inference_refuses_an_unknown_adapter(cli_env, tmp_path):
+def test_inference_uses_the_story_and_keeps_history(cli_env):
+    env, work = cli_env
+    r = run(["inference", "写下去", "--story", "cli-story", "--max-tokens", "8", "--seed", "3"], env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    from inkstone.story.db import StudioDB
+    from inkstone.story.history import History
+
+    (entry,) = History(StudioDB(work / "studio.sqlite3")).list(story="cli-story")
+    assert entry.params["seed"] == 3 and entry.output.strip() in r.stdout
+
+
+def test_inference_refuses_an_unknown_adapter_before_starting_the_engine(cli_env, tmp_path):
     env, _ = cli_env
-    r = run(["inference", "--lora", str(tmp_path / "nope"), "--max-tokens", "4"], env, stdin="宝玉")
+    r = run(["inference", "--lora", str(tmp_path / "nope"), "--max-tokens", "4"], env, stdin="宝玉", timeout=60)
     assert r.returncode == 2 and "adapter folder not found" in r.stderr
 
 

@@ -144,6 +144,13 @@ def run_inference(cfg, args) -> int:
     story_text = args.story_text.read_text(encoding="utf-8") if args.story_text else ""
     if not prompt.strip() and not story_text.strip():
         raise UserError("nothing to write from: give a prompt argument, pipe text on stdin, or --story-text FILE")
+    if args.lora:  # fail before the engine's minute-long start, not after
+        from .inference.engine import check_adapter_dir
+
+        try:
+            check_adapter_dir(args.lora, cfg.model.max_lora_rank)
+        except AdapterError as exc:
+            raise UserError(str(exc)) from exc
     notes: list[str] = []
     bridge = open_bridge(cfg, memory=not args.no_memory, notes=notes)
     for n in notes:

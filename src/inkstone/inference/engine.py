@@ -130,6 +130,26 @@ def _on_gpu() -> bool:
         return False
 
 
+def check_adapter_dir(path: Union[str, Path], max_lora_rank: int) -> Path:
+    """The adapter folder, resolved; AdapterError says what is wrong with it."""
+    folder = Path(path).expanduser().resolve()
+    if not folder.is_dir():
+        raise AdapterError(f"adapter folder not found: {path}")
+    cfg_file = folder / "adapter_config.json"
+    if not cfg_file.is_file():
+        raise AdapterError(f"{path} is not a LoRA adapter folder (no adapter_config.json)")
+    try:
+        rank = int(json.loads(cfg_file.read_text(encoding="utf-8")).get("r", 0))
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise AdapterError(f"{cfg_file}: unreadable adapter config ({exc})") from exc
+    if rank > max_lora_rank:
+        raise AdapterError(
+            f"adapter {path} has rank {rank}, above the engine's max_lora_rank {max_lora_rank}; "
+            f"raise model.max_lora_rank"
+        )
+    return folder
+
+
 class EngineBridge:
     def __init__(self, settings: EngineSettings, memory_factory: Optional[Callable[[], MemoryStore]] = None,
                  adapter_dirs: tuple[Path, ...] = ()):
@@ -257,21 +277,7 @@ class EngineBridge:
         return found
 
     def register_adapter(self, path: Union[str, Path], name: Optional[str] = None) -> str:
-        folder = Path(path).expanduser().resolve()
-        if not folder.is_dir():
-            raise AdapterError(f"adapter folder not found: {path}")
-        cfg_file = folder / "adapter_config.json"
-        if not cfg_file.is_file():
-            raise AdapterError(f"{path} is not a LoRA adapter folder (no adapter_config.json)")
-        try:
-            rank = int(json.loads(cfg_file.read_text(encoding="utf-8")).get("r", 0))
-        except (ValueError, json.JSONDecodeError) as exc:
-            raise AdapterError(f"{cfg_file}: unreadable adapter config ({exc})") from exc
-        if rank > self.settings.max_lora_rank:
-            raise AdapterError(
-                f"adapter {path} has rank {rank}, above the engine's max_lora_rank "
-                f"{self.settings.max_lora_rank}; raise model.max_lora_rank"
-            )
+        folder = check_adapter_dir(path, self.settings.max_lora_rank)
         with self._lock:
             for existing, (_, p) in self._adapters.items():
                 if p == folder:
@@ -397,9 +403,10 @@ class EngineBridge:
         """Generate from token ids, awaited on the caller's event loop (not the engine's):
         tokens hop loops with `call_soon_threadsafe`, so no thread waits per stream.
         Yields Prepared once the request is accepted (length, adapter and sampling
-        checked: errors raise here, before any text), then Text deltas (not
-        coalesced), then Finished. Cancelling the consumer, or closing the
-        iterator, aborts the request inside the engine."""
+        checked: errors raise here, before any text), then Text deltas (those
+        already waiting when the consumer asks are merged), then Finished.
+        Cancelling the consumer, or closing the iterator, aborts the request
+        inside the engine."""
         params = params or GenerationParams()
         caller = asyncio.get_running_loop()
         q: asyncio.Queue = asyncio.Queue()
@@ -449,9 +456,25 @@ class EngineBridge:
                 put(_END)
 
         future = asyncio.run_coroutine_threadsafe(run(), self.loop)
+        held = None
         try:
             while True:
-                item = await q.get()
+                if held is not None:
+                    item, held = held, None
+                else:
+                    item = await q.get()
+                if isinstance(item, Text):
+                    # A consumer that fell behind gets the deltas waiting for it as one: fewer,
+                    # larger chunks under load, and no added delay when it keeps up.
+                    parts = [item.text]
+                    while not q.empty():
+                        nxt = q.get_nowait()
+                        if not isinstance(nxt, Text):
+                            held = nxt
+                            break
+                        parts.append(nxt.text)
+                    if len(parts) > 1:
+                        item = Text("".join(parts))
                 if item is _END:
                     return
                 if isinstance(item, BaseException):
