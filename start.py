@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Inkstone's command line: prepare | train | webui | inference | compare | doctor | bench.
+"""Inkstone's command line: prepare | train | webui | inference | batch | compare | doctor | bench.
 
 Builds the Config once from defaults, config file, environment and flags, then
 calls one stage. Heavy modules (vLLM, torch, Gradio) are imported only inside
@@ -72,6 +72,17 @@ def _parser() -> argparse.ArgumentParser:
     inf.add_argument("--passage", type=Path, help="rewrite mode: file with the passage to rewrite")
     inf.add_argument("--raw", action="store_true", help="send the prompt as is, without the writing template")
 
+    ba = sub.add_parser("batch", help="generate for many prompts/outline lines at once (resumable)")
+    ba.add_argument("--input", type=Path, required=True, help=".txt (one per line) or .jsonl ({\"prompt\": ...})")
+    ba.add_argument("--output", type=Path, required=True, help=".jsonl, .txt or .md")
+    ba.add_argument("--format", choices=["jsonl", "txt", "md"])
+    ba.add_argument("--lora", type=Path)
+    ba.add_argument("--story", help="story whose memories to use (with --memory)")
+    ba.add_argument("--memory", action="store_true")
+    ba.add_argument("--max-tokens", type=int)
+    ba.add_argument("--temperature", type=float)
+    ba.add_argument("--seed", type=int)
+
     sub.add_parser("doctor", help="versions, device, memory, model paths, what is missing")
 
     cmp_ = sub.add_parser("compare", help="training runs and checkpoints side by side (loss, eval loss, perplexity)")
@@ -103,7 +114,7 @@ def build(args):
         sections["model"]["load_in_4bit"] = args.four_bit
     elif args.command == "webui":
         sections["webui"] = {"host": args.host, "port": args.port, "share": args.share, "lora": args.lora}
-    elif args.command == "inference":
+    elif args.command in ("inference", "batch"):
         sections["inference"] = {"max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed}
     return build_config(args.config, **sections)
 

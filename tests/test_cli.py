@@ -84,3 +84,23 @@ def test_invalid_flag_value_is_a_clear_error(cli_env):
     env, _ = cli_env
     r = run(["train", "--lr", "-1"], env, timeout=60)
     assert r.returncode == 2 and "lr" in r.stderr
+
+
+def test_batch_refuses_a_bad_file_before_starting_the_engine(cli_env, tmp_path):
+    env, _ = cli_env
+    bad = tmp_path / "prompts.csv"
+    bad.write_text("a,b\n", encoding="utf-8")
+    r = run(["batch", "--input", str(bad), "--output", str(tmp_path / "out.jsonl")], env, timeout=60)
+    assert r.returncode == 2 and "prompts.csv" in r.stderr
+
+
+@pytest.mark.slow
+def test_batch_generates_every_line_and_reports_broken_ones(cli_env, tmp_path):
+    env, _ = cli_env
+    src = tmp_path / "prompts.jsonl"
+    src.write_text('{"prompt": "宝玉"}\n{broken\n{"prompt": "黛玉"}\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    r = run(["batch", "--input", str(src), "--output", str(out), "--max-tokens", "8"], env)
+    assert r.returncode == 1 and "line 2" in (r.stdout + r.stderr)
+    rows = [json.loads(l) for l in out.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 2 and all(row.get("output") for row in rows), rows

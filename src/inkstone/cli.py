@@ -182,6 +182,33 @@ def run_inference(cfg, args) -> int:
     return 0
 
 
+def run_batch(cfg, args) -> int:
+    from tqdm import tqdm
+
+    from .batch import BatchError, read_items, run_batch as generate_batch
+    from .inference.engine import AdapterError, GenerationParams, check_adapter_dir
+    from .runtime import open_bridge
+
+    try:  # a bad file or adapter fails before the engine's minute-long start
+        read_items(args.input)
+        if args.lora:
+            check_adapter_dir(args.lora, cfg.model.max_lora_rank)
+    except (BatchError, AdapterError) as exc:
+        raise UserError(str(exc)) from exc
+    bridge = open_bridge(cfg, memory=args.memory)
+    try:
+        adapter = bridge.register_adapter(args.lora) if args.lora else None
+        report = generate_batch(bridge, args.input, args.output, params=GenerationParams.from_config(cfg.inference),
+                                fmt=args.format, story=args.story, use_memory=args.memory, adapter=adapter,
+                                progress=tqdm(unit="item"))
+    except BatchError as exc:
+        raise UserError(str(exc)) from exc
+    finally:
+        bridge.stop()
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
 def run_bench(cfg, args) -> int:
     out = args.output or (Path(cfg.root) / "bench-results" / f"{args.what}.json")
     if args.what == "serve":

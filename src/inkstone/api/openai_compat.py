@@ -281,6 +281,9 @@ def create_router(ctx, api_key: Optional[str] = None) -> APIRouter:
                             yield chunk(i, None, ev.finish_reason or "stop")
                     if include_usage:
                         yield _sse({**head, "choices": [], "usage": usage(fins)})
+                except asyncio.CancelledError:
+                    log.info("client disconnected: %s aborted", rid)
+                    raise
                 except Exception as exc:  # after the headers, errors travel in the stream
                     log.exception("stream failed")
                     yield _sse(ApiError(500, f"generation failed: {exc}", type="server_error").body())
@@ -307,9 +310,14 @@ def create_router(ctx, api_key: Optional[str] = None) -> APIRouter:
         if not work.done():  # the client hung up: stop generating for nobody
             work.cancel()
             await asyncio.gather(work, return_exceptions=True)
+            log.info("client disconnected: %s aborted", rid)
             return Response(status_code=499)
         gone.cancel()
-        texts, fins = work.result()
+        try:
+            texts, fins = work.result()
+        except Exception as exc:
+            log.exception("generation failed")
+            raise ApiError(500, f"generation failed: {exc}", type="server_error") from exc
         choices = []
         for i, (text, fin) in enumerate(zip(texts, fins)):
             reason = (fin.finish_reason if fin else None) or "stop"

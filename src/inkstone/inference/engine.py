@@ -348,11 +348,15 @@ class EngineBridge:
             memories = await self._retrieve(query, story) if use_memory else []
             assembled = self.assemble(instruction, story_text, max_tokens=params.max_tokens, memories=memories,
                                       summaries=tuple(summaries))
-        put(Prepared(assembled.text, len(assembled.token_ids), assembled.memories))
         lora = self._lora_request(adapter)
+        put(Prepared(assembled.text, len(assembled.token_ids), assembled.memories))
+        await self._generate_into(put, assembled.token_ids, self._sampling(params), lora, t0)
+
+    async def _generate_into(self, put: Callable[[Any], None], prompt_ids, sampling, lora, t0: float) -> None:
+        """Run one request in the engine, pushing Text deltas and then Finished to `put`."""
         n_out, ttft, reason = 0, None, None
         async for out in self.engine.generate(
-            {"prompt_token_ids": assembled.token_ids}, self._sampling(params), uuid.uuid4().hex, lora_request=lora
+            {"prompt_token_ids": list(prompt_ids)}, sampling, uuid.uuid4().hex, lora_request=lora
         ):
             completion = out.outputs[0]
             if ttft is None:
@@ -435,19 +439,7 @@ class EngineBridge:
                 )
                 lora = self._lora_request(adapter)
                 put(Prepared(prompt_text, len(prompt_ids), list(memories)))
-                n_out, ttft, reason = 0, None, None
-                async for out in self.engine.generate(
-                    {"prompt_token_ids": list(prompt_ids)}, sampling, uuid.uuid4().hex, lora_request=lora
-                ):
-                    completion = out.outputs[0]
-                    if ttft is None:
-                        ttft = time.perf_counter() - t0
-                    n_out += len(completion.token_ids)
-                    if completion.text:
-                        put(Text(completion.text))
-                    if out.finished:
-                        reason = completion.finish_reason
-                put(Finished(n_out, reason, ttft, time.perf_counter() - t0))
+                await self._generate_into(put, prompt_ids, sampling, lora, t0)
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:

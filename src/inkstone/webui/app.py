@@ -19,6 +19,7 @@ from ..inference.engine import EngineBridge
 from ..story.studio import Studio
 from ..train.jobs import TrainJob
 from .i18n import i18n
+from .compare_tab import create_compare_tab
 from .history_tab import create_history_tab
 from .memory_tab import create_memory_tab
 from .settings_tab import create_settings_tab
@@ -52,6 +53,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 create_write_tab(ctx)
             with gr.Tab(i18n("tab_memory")):
                 create_memory_tab(ctx)
+            with gr.Tab(i18n("tab_compare")):
+                create_compare_tab(ctx)
             with gr.Tab(i18n("tab_history")):
                 create_history_tab(ctx)
             with gr.Tab(i18n("tab_train")):

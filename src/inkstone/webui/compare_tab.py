@@ -22,23 +22,6 @@ from .write_tab import BASE_CHOICE, adapter_choices
 SLOTS = 4
 OFF_CHOICE = "(off)"
 
-EN = {
-    "tab_compare": "Compare", "compare_go": "Compare", "compare_keep": "Keep (append to story)",
-    "compare_model": "Model / adapter", "compare_shared": "Shared settings",
-}
-ZH = {
-    "tab_compare": "对比", "compare_go": "对比生成", "compare_keep": "采用（接入前文）",
-    "compare_model": "模型 / 适配器", "compare_shared": "共用设置",
-}
-
-
-def _register_strings() -> None:
-    """Add this tab's strings to the app's translations (keys already there win)."""
-    for locale, table in i18n.translations.items():
-        for key, value in (ZH if locale.startswith("zh") else EN).items():
-            table.setdefault(key, value)
-
-
 def compare_choices(bridge) -> list[str]:
     return [OFF_CHOICE] + adapter_choices(bridge)
 
@@ -108,7 +91,6 @@ def keep(story_text: str, text: str) -> str:
 
 
 def create_compare_tab(ctx) -> dict:
-    _register_strings()
     inf = ctx.cfg.inference
     bridge = ctx.bridge
     interval = bridge.settings.stream_interval_ms / 1000.0

@@ -25,6 +25,8 @@ EN = {
     "save_proposals": "Save ticked memories", "tab_history": "History", "restore": "Show",
     "rerun": "Re-run (same seed)", "import": "Import JSON", "export": "Export JSON",
     "delete_story": "Delete story (memories and history)", "confirm_story": "Type the story name to confirm",
+    "tab_compare": "Compare", "compare_go": "Compare", "compare_keep": "Keep (append to story)",
+    "compare_model": "Model / adapter", "compare_shared": "Shared settings",
 }
 
 ZH = {
@@ -49,6 +51,8 @@ ZH = {
     "save_proposals": "保存勾选的记忆", "tab_history": "历史", "restore": "查看",
     "rerun": "按原种子重跑", "import": "导入 JSON", "export": "导出 JSON",
     "delete_story": "删除故事（记忆与历史）", "confirm_story": "输入故事名以确认",
+    "tab_compare": "对比", "compare_go": "对比生成", "compare_keep": "采用（接入前文）",
+    "compare_model": "模型 / 适配器", "compare_shared": "共用设置",
 }
 
 i18n = gr.I18n(en=EN, zh=ZH, **{"zh-CN": ZH, "zh-TW": ZH})

@@ -1,0 +1,179 @@
+"""The OpenAI-compatible API, driven by the real `openai` client against the running app."""
+import json
+import logging
+import threading
+
+import httpx
+import openai
+import pytest
+
+from conftest import free_port, wait_until
+from inkstone.inference.engine import GenerationParams
+
+pytestmark = pytest.mark.slow
+GREEDY = dict(temperature=0.0, extra_body={"repetition_penalty": 1.0})
+
+
+@pytest.fixture(scope="module")
+def api(app):
+    ctx, url = app
+    return openai.OpenAI(base_url=url + "v1", api_key="unused", max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def base(bridge):
+    return bridge.settings.model_name
+
+
+@pytest.fixture(scope="module")
+def lora_name(bridge, tiny_lora):
+    return bridge.register_adapter(tiny_lora, name="api-lora")
+
+
+def test_models_lists_base_and_adapters(api, base, lora_name):
+    ids = [m.id for m in api.models.list().data]
+    assert ids[0] == base and lora_name in ids
+    assert api.models.retrieve(lora_name).id == lora_name
+
+
+def test_completion_equals_the_raw_engine_and_counts_usage(api, base, bridge):
+    out = api.completions.create(model=base, prompt="宝玉笑道：", max_tokens=12, **GREEDY)
+    raw = bridge.generate(raw_prompt="宝玉笑道：", params=GenerationParams(temperature=0.0, max_tokens=12,
+                                                                         repetition_penalty=1.0))
+    assert out.choices[0].text == raw
+    assert out.usage.prompt_tokens == len(bridge.tokenizer("宝玉笑道：").input_ids)
+    assert out.usage.completion_tokens == 12 and out.choices[0].finish_reason == "length"
+    assert out.usage.total_tokens == out.usage.prompt_tokens + 12
+
+
+def test_chat_streams_with_the_chat_template(api, app, base, bridge):
+    messages = [{"role": "system", "content": "你是作家。"}, {"role": "user", "content": "写黛玉进府"}]
+    stream = api.chat.completions.create(model=base, messages=messages, max_tokens=16, stream=True,
+                                         stream_options={"include_usage": True}, **GREEDY)
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) >= 2  # streamed, not one piece
+    templated = bridge.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert chunks[-1].usage.prompt_tokens == len(bridge.tokenizer(templated, add_special_tokens=False).input_ids)
+    assert chunks[-1].usage.completion_tokens == 16
+    whole = api.chat.completions.create(model=base, messages=messages, max_tokens=16, **GREEDY)
+    assert whole.choices[0].message.content == text and whole.usage.completion_tokens == 16
+
+    # the wire format itself: SSE events, ending with [DONE]
+    body = {"model": base, "messages": messages, "max_tokens": 4, "stream": True, "temperature": 0}
+    with httpx.stream("POST", app[1] + "v1/chat/completions", json=body, timeout=60) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in r.iter_lines() if line]
+    assert all(e.startswith("data: ") for e in events) and events[-1] == "data: [DONE]"
+    assert json.loads(events[0][6:])["object"] == "chat.completion.chunk"
+
+
+def test_adapter_is_a_model_name(api, base, lora_name):
+    kw = dict(prompt="宝玉笑道", max_tokens=12, **GREEDY)
+    tuned = api.completions.create(model=lora_name, **kw).choices[0].text
+    assert tuned != api.completions.create(model=base, **kw).choices[0].text
+
+
+def test_n_and_prompt_lists_give_indexed_choices(api, base):
+    out = api.completions.create(model=base, prompt=["宝玉", "黛玉"], n=2, max_tokens=4, temperature=1.0, seed=3)
+    assert [c.index for c in out.choices] == [0, 1, 2, 3]
+    assert out.usage.completion_tokens == 16
+
+
+def test_stop_sequences_end_the_text(api, base):
+    full = api.completions.create(model=base, prompt="宝玉笑道", max_tokens=24, **GREEDY).choices[0].text
+    stop = full[6:8]
+    cut = api.completions.create(model=base, prompt="宝玉笑道", max_tokens=24, stop=[stop], **GREEDY).choices[0]
+    assert cut.text == full[: full.index(stop)] and cut.finish_reason == "stop"
+
+
+def test_story_memory_through_the_extra_field(api, base, bridge):
+    entry = bridge.memory_call("add", "character", "王熙凤，人称凤辣子，协理宁国府。", title="王熙凤", story="api-story")
+    extra = {"inkstone": {"story": "api-story", "use_memory": True}, "repetition_penalty": 1.0}
+    out = api.chat.completions.create(model=base, messages=[{"role": "user", "content": "写凤辣子协理宁国府"}],
+                                      max_tokens=4, temperature=0.0, extra_body=extra)
+    assert entry.id in [m["id"] for m in out.model_extra["inkstone"]["memories"]]
+    plain = api.chat.completions.create(model=base, messages=[{"role": "user", "content": "写凤辣子协理宁国府"}],
+                                        max_tokens=4, **GREEDY)
+    assert out.usage.prompt_tokens > plain.usage.prompt_tokens
+
+
+def test_unknown_model_is_404_listing_the_models(api, base):
+    with pytest.raises(openai.NotFoundError) as err:
+        api.completions.create(model="no-such-model", prompt="宝玉", max_tokens=4)
+    assert err.value.body["models"][0] == base and "no-such-model" in err.value.message
+
+
+def test_oversized_request_is_400_naming_the_limit(api, base):
+    with pytest.raises(openai.BadRequestError, match="1024"):
+        api.completions.create(model=base, prompt="宝玉", max_tokens=1024)
+    with pytest.raises(openai.BadRequestError, match="maximum context length is 1024"):
+        api.chat.completions.create(model=base, messages=[{"role": "user", "content": "字" * 5000}])
+    with pytest.raises(openai.BadRequestError, match="temperature"):
+        api.completions.create(model=base, prompt="宝玉", temperature=5)
+    assert api.completions.create(model=base, prompt="宝玉", max_tokens=2).choices[0].text is not None
+
+
+def test_client_disconnect_aborts_the_request(api, base, bridge, caplog):
+    engine = bridge.engine
+    stream = api.completions.create(model=base, prompt="宝玉", max_tokens=1000, stream=True, **GREEDY)
+    next(iter(stream))
+    assert engine.get_num_unfinished_requests() == 1
+    stream.close()
+    wait_until(lambda: engine.get_num_unfinished_requests() == 0, timeout=20)
+
+    # a non-streaming request whose client gives up is aborted too (not left to finish)
+    impatient = api.with_options(timeout=1.0)
+    with caplog.at_level(logging.INFO, logger="inkstone.api.openai_compat"):
+        with pytest.raises(openai.APITimeoutError):
+            impatient.chat.completions.create(model=base, messages=[{"role": "user", "content": "宝玉"}],
+                                              max_tokens=1000, n=4, **GREEDY)
+        wait_until(lambda: any("client disconnected: chatcmpl-" in r.getMessage() for r in caplog.records))
+        wait_until(lambda: engine.get_num_unfinished_requests() == 0, timeout=20)
+
+
+# ---- keys: a router with a key, and one for a shared app without a key, on a small server ----
+def _serve(fastapi_app):
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(fastapi_app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, timeout=20)
+    return server, thread, f"http://127.0.0.1:{server.config.port}"
+
+
+def test_api_key_is_required_when_configured_or_shared(app, base, caplog):
+    from fastapi import FastAPI
+
+    from inkstone.api.openai_compat import create_router
+    from inkstone.webui.app import AppContext
+
+    ctx = app[0]
+    keyed = FastAPI()
+    keyed.include_router(create_router(ctx, api_key="sesame"))
+    shared_cfg = ctx.cfg.model_copy(update={"webui": ctx.cfg.webui.model_copy(update={"share": True})})
+    with caplog.at_level(logging.WARNING, logger="inkstone.api.openai_compat"):
+        shared_router = create_router(AppContext(cfg=shared_cfg, bridge=ctx.bridge), api_key=None)
+    made_up = [r.args[-1] for r in caplog.records if "made up for this run" in r.getMessage()]
+    assert len(made_up) == 1 and len(made_up[0]) >= 24
+    shared = FastAPI()
+    shared.include_router(shared_router)
+    root = FastAPI()
+    root.mount("/keyed", keyed)
+    root.mount("/shared", shared)
+    server, thread, url = _serve(root)
+    try:
+        for prefix, key in (("/keyed", "sesame"), ("/shared", made_up[0])):
+            assert httpx.get(f"{url}{prefix}/v1/models").status_code == 401
+            with pytest.raises(openai.AuthenticationError):
+                openai.OpenAI(base_url=f"{url}{prefix}/v1", api_key="wrong", max_retries=0).models.list()
+            good = openai.OpenAI(base_url=f"{url}{prefix}/v1", api_key=key, max_retries=0)
+            assert good.models.list().data[0].id == base
+        out = openai.OpenAI(base_url=f"{url}/keyed/v1", api_key="sesame", max_retries=0).completions.create(
+            model=base, prompt="宝玉", max_tokens=3)
+        assert out.usage.completion_tokens == 3
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
