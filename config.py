@@ -47,6 +47,10 @@ class DataConfig(BaseModel):
     prepared_dir: Path = Path("data/prepared")
     chunk_size: int = Field(2048, ge=32)
     chunk_overlap: int = Field(128, ge=0)
+    # Regular expressions for site boilerplate lines to drop, on top of the built-in ones.
+    extra_boilerplate_patterns: list[str] = []
+    split_by: Literal["chapter", "book"] = "chapter"  # unit kept whole on one side of the split
+    instruct_pairs: bool = True  # also write prompt/completion pairs in the Write tab's template
     val_split: float = Field(0.1, ge=0.0, lt=1.0)
     seed: int = 42
     sample_corpus: Path = Path("../shared/corpus/hongloumeng_001-080.txt")

@@ -89,13 +89,14 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--json", action="store_true")
 
     be = sub.add_parser("bench", help="benchmarks writing JSON")
-    be.add_argument("what", choices=["serve", "train", "memory"])
+    be.add_argument("what", choices=["serve", "train", "memory", "prepare"])
     be.add_argument("--output", type=Path, help="JSON file (default: bench-results/<what>.json)")
     be.add_argument("--streams", default="1,8,32", help="serve: concurrency levels, comma separated")
     be.add_argument("--max-tokens", type=int, default=64, help="serve: new tokens per request")
     be.add_argument("--corpus", type=Path, help="train: text to train on (default: the sample corpus)")
     be.add_argument("--steps", type=int, default=6, help="train: timed optimizer steps per side")
     be.add_argument("--seq", type=int, default=256, help="train: max sequence length")
+    be.add_argument("--big-mb", type=int, default=200, help="prepare: size of the generated input for peak memory")
     return p
 
 

@@ -37,9 +37,12 @@ def run_prepare(cfg, args) -> int:
         print(f"note: {model.note}", file=sys.stderr)
     tokenizer = AutoTokenizer.from_pretrained(model.path)
     try:
-        report = prepare(inputs, tokenizer, train_dir=cfg.data.train_dir, val_dir=cfg.data.val_dir,
-                         report_dir=cfg.data.prepared_dir, chunk_size=cfg.data.chunk_size,
-                         val_split=cfg.data.val_split, seed=cfg.data.seed)
+        d = cfg.data
+        report = prepare(inputs, tokenizer, train_dir=d.train_dir, val_dir=d.val_dir, report_dir=d.prepared_dir,
+                         chunk_size=d.chunk_size, overlap=min(d.chunk_overlap, d.chunk_size // 4),
+                         val_split=d.val_split, seed=d.seed, extra_boilerplate_patterns=d.extra_boilerplate_patterns,
+                         split_by=d.split_by, instructions=d.instruct_pairs, system=cfg.inference.system_prompt,
+                         model_name=model.name)
     except PrepareError as exc:
         raise UserError(str(exc)) from exc
     print(f"prepared {report.books} books, {report.chapters} chapters: {report.train_chunks} train chunks "
@@ -216,6 +219,16 @@ def run_bench(cfg, args) -> int:
 
         levels = [int(x) for x in args.streams.split(",") if x.strip()]
         result = run_serve_bench(cfg, levels=levels, max_tokens=args.max_tokens)
+    elif args.what == "prepare":
+        from transformers import AutoTokenizer
+
+        from .bench.prepare import bench_prepare
+        from .data.prepare import SAMPLE_TEXT
+        from .model_files import resolve_base_model
+
+        model = resolve_base_model(cfg.model.base, cfg.model.models_dir, cfg.model.offline_fallback)
+        corpus = args.corpus or (cfg.data.sample_corpus if Path(cfg.data.sample_corpus).is_file() else SAMPLE_TEXT)
+        result = bench_prepare(Path(corpus), AutoTokenizer.from_pretrained(model.path), None, big_mb=args.big_mb)
     elif args.what == "memory":
         from .bench.memory import run_memory_bench
 

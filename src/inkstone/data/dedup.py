@@ -1,0 +1,71 @@
+"""Drop repeated paragraphs and chapters across the whole corpus.
+
+Folders of web novels hold the same book twice (two encodings, two sites) and
+sites inject the same lines everywhere. Paragraphs are compared on a key with
+whitespace and punctuation removed and letters lower-cased, so copies that
+differ only there count as near-duplicates. A chapter is dropped when its text
+was seen before exactly, or when at least `near_threshold` of its paragraph
+text (by characters) was already seen. Short paragraphs ("“是。”") repeat
+legitimately and are never dropped on their own. Memory: one 64-bit hash per
+distinct paragraph of `min_chars` or more (~60 bytes each in a Python set).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+# Whitespace (but not the newline that separates paragraphs) and punctuation, ASCII and CJK.
+_NOISE = re.compile(r"[ \t\u3000\xa0\u3000-\u303f\uff00-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65"
+                    r"\u2010-\u2027\u00b7\u2026!-/:-@\[-`{-~]+")
+
+
+@dataclass
+class DedupStats:
+    paragraphs: int = 0  # paragraphs dropped as exact or near duplicates
+    paragraph_chars: int = 0
+    chapters_exact: int = 0  # chapters whose text was seen before, character for character
+    chapters_near: int = 0  # chapters mostly made of paragraphs seen before (or equal but for spacing/punctuation)
+
+
+class Deduper:
+    def __init__(self, min_chars: int = 20, near_threshold: float = 0.8, min_chapter_chars: int = 200):
+        self.min_chars, self.near_threshold, self.min_chapter_chars = min_chars, near_threshold, min_chapter_chars
+        self.seen_paragraphs: set[int] = set()
+        self.seen_chapters: set[int] = set()
+        self.seen_chapter_keys: set[int] = set()
+        self.stats = DedupStats()
+
+    def filter(self, paragraphs: list[str]) -> Optional[list[str]]:
+        """The chapter's paragraphs minus repeated ones, or None when the whole chapter repeats."""
+        text = "\n".join(paragraphs)
+        raw_hash = hash(text)
+        if raw_hash in self.seen_chapters:
+            self.stats.chapters_exact += 1
+            return None
+        keys = _NOISE.sub("", text).lower().split("\n")
+        chapter_key = hash("\n".join(keys))
+        if chapter_key in self.seen_chapter_keys:
+            self.stats.chapters_near += 1
+            return None
+        self.seen_chapters.add(raw_hash)
+        self.seen_chapter_keys.add(chapter_key)
+
+        seen = self.seen_paragraphs
+        hashes = [hash(k) if len(k) >= self.min_chars else None for k in keys]
+        total = sum(len(k) for k, h in zip(keys, hashes) if h is not None)
+        repeated = sum(len(k) for k, h in zip(keys, hashes) if h is not None and h in seen)
+        if total >= self.min_chapter_chars and repeated >= self.near_threshold * total:
+            self.stats.chapters_near += 1
+            seen.update(h for h in hashes if h is not None)
+            return None
+        kept = []
+        for para, h in zip(paragraphs, hashes):
+            if h is not None:
+                if h in seen:
+                    self.stats.paragraphs += 1
+                    self.stats.paragraph_chars += len(para)
+                    continue
+                seen.add(h)
+            kept.append(para)
+        return kept

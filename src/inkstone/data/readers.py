@@ -1,0 +1,260 @@
+"""Find input files and read each format into documents (a book's lines plus metadata).
+
+Formats: plain text (.txt/.text/.md), JSON arrays (.json, streamed record by
+record), JSON lines (.jsonl/.ndjson) and CSV/TSV, with records holding
+`content` (or `text`/`body`), `title`, `author`, `genre`, `tags`, and
+optionally `book`. A record whose title looks like a chapter heading (or that
+names its book) is a chapter of that book; otherwise it is a book of its own.
+Problems inside a file (a broken JSON line, a record without text) are
+recorded in `issues` with file:line and the rest of the file is still read.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+
+from .chapters import HeadingMatcher
+from .encoding import iter_lines, open_text
+from .errors import PrepareError
+
+FORMATS = {".txt": "txt", ".text": "txt", ".md": "txt", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl",
+           ".csv": "csv", ".tsv": "tsv"}
+TEXT_FIELDS = ("content", "text", "body", "正文", "内容")
+TITLE_FIELDS = ("title", "chapter", "chapter_title", "name", "标题")
+BOOK_FIELDS = ("book", "book_title", "novel", "书名")
+META_FIELDS = ("author", "genre", "tags")
+READ_CHARS = 1 << 20
+MAX_LISTED = 100  # problems listed per file in the report; the rest are counted
+
+
+@dataclass
+class Document:
+    book: str
+    lines: Iterable[str]
+    first_title: Optional[str] = None  # the chapter title when the record is one chapter
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class FileIssues:
+    """What went wrong inside one file that was otherwise read."""
+    path: Path
+    problems: list[dict] = field(default_factory=list)
+    records: int = 0
+    no_text: int = 0
+    not_listed: int = 0  # problems beyond MAX_LISTED, only counted
+
+    def add(self, line: Optional[int], reason: str) -> None:
+        if len(self.problems) >= MAX_LISTED:
+            self.not_listed += 1
+            return
+        where = f"{self.path}:{line}" if line else str(self.path)
+        self.problems.append({"file": str(self.path), "line": line, "reason": f"{where}: {reason}"})
+
+
+def discover(inputs: Iterable[Path]) -> tuple[list[tuple[Path, str]], list[dict]]:
+    """Every readable file under the inputs (recursively), with its format; unsupported ones as skipped."""
+    files, skipped = [], []
+    for p in inputs:
+        p = Path(p)
+        if p.is_dir():
+            candidates = sorted(f for f in p.rglob("*") if f.is_file()
+                                and not any(part.startswith(".") for part in f.relative_to(p).parts))
+        elif p.is_file():
+            candidates = [p]
+        else:
+            raise PrepareError(f"input not found: {p}")
+        for f in candidates:
+            fmt = FORMATS.get(f.suffix.lower())
+            if fmt:
+                files.append((f, fmt))
+            else:
+                skipped.append({"file": str(f), "reason": f"unsupported file type {f.suffix or '(no extension)'!r}; "
+                                                          f"expected one of {', '.join(sorted(FORMATS))}"})
+    return files, skipped
+
+
+def read_documents(path: Path, fmt: str, encoding: str, issues: FileIssues, on_bytes=None) -> Iterator[Document]:
+    if fmt == "txt":
+        yield Document(book=path.stem, lines=iter_lines(path, encoding, on_bytes))
+        return
+    headings = HeadingMatcher()
+    if fmt == "jsonl":
+        records = _jsonl_records(path, encoding, issues, on_bytes)
+    elif fmt == "json":
+        records = _json_records(path, encoding, issues, on_bytes)
+    else:
+        records = _csv_records(path, encoding, issues, on_bytes, delimiter="\t" if fmt == "tsv" else ",")
+    for line, rec in records:
+        issues.records += 1
+        doc = record_document(rec, path, line, issues, headings)
+        if doc is not None:
+            yield doc
+
+
+def record_document(rec, path: Path, line: Optional[int], issues: FileIssues,
+                    headings: HeadingMatcher) -> Optional[Document]:
+    if not isinstance(rec, dict):
+        issues.add(line, f"expected an object with a text field, got {type(rec).__name__}")
+        return None
+    content = next((rec[k] for k in TEXT_FIELDS if isinstance(rec.get(k), str)), None)
+    if content is None:
+        issues.no_text += 1
+        issues.add(line, f"no text field (one of {', '.join(TEXT_FIELDS)})")
+        return None
+    title = next((str(rec[k]).strip() for k in TITLE_FIELDS if rec.get(k)), None)
+    book = next((str(rec[k]).strip() for k in BOOK_FIELDS if rec.get(k)), None)
+    meta = {k: rec[k] for k in META_FIELDS if rec.get(k) not in (None, "", [])}
+    if isinstance(meta.get("tags"), str):
+        meta["tags"] = [t for t in re.split(r"[,，;；|/\s]+", meta["tags"]) if t]
+    if book:
+        first_title = title
+    elif title and headings(title[:50]):
+        book, first_title = path.stem, title
+    else:
+        book, first_title = title or path.stem, None
+    return Document(book=book, lines=content.splitlines(), first_title=first_title, meta=meta)
+
+
+def _jsonl_records(path, encoding, issues, on_bytes):
+    for lineno, line in enumerate(iter_lines(path, encoding, on_bytes), 1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as exc:
+            issues.add(lineno, f"not valid JSON ({exc.msg} at column {exc.colno}); line skipped")
+
+
+_RESYNC = re.compile(r"\}\s*,\s*(?=\{)")
+
+
+def _json_records(path, encoding, issues, on_bytes):
+    """Records of a top-level JSON array, parsed one at a time so a big file is never held whole.
+
+    After a syntax error the reader skips to the next `}, {` and goes on.
+    """
+    decoder = json.JSONDecoder()
+    with open_text(path, encoding) as fh:
+        raw = fh.buffer
+        buf, pos, line, eof, seen = "", 0, 1, False, 0
+
+        def more(n: int = READ_CHARS) -> bool:
+            nonlocal buf, pos, eof, line, seen
+            if eof:
+                return False
+            line += buf.count("\n", 0, pos)
+            buf = buf[pos:]
+            pos = 0
+            chunk = fh.read(max(n, READ_CHARS))
+            if on_bytes:
+                tell = raw.tell()
+                on_bytes(tell - seen)
+                seen = tell
+            if not chunk:
+                eof = True
+                return False
+            buf += chunk
+            return True
+
+        def skip_ws():
+            nonlocal pos
+            while True:
+                while pos < len(buf) and buf[pos].isspace():
+                    pos += 1
+                if pos < len(buf) or not more():
+                    return
+
+        def lineno() -> int:
+            return line + buf.count("\n", 0, pos)
+
+        skip_ws()
+        if pos >= len(buf):
+            return
+        if buf[pos] != "[":
+            # One object: a single record (read whole: it is one book anyway).
+            while more():
+                pass
+            try:
+                yield lineno(), json.loads(buf[pos:])
+            except json.JSONDecodeError as exc:
+                issues.add(line + exc.lineno - 1, f"not valid JSON ({exc.msg} at column {exc.colno})")
+            return
+        pos += 1
+        while True:
+            skip_ws()
+            if pos >= len(buf):
+                issues.add(lineno(), "JSON array is not closed with ]")
+                return
+            if buf[pos] == "]":
+                return
+            start_line = lineno()
+            try:
+                obj, end = decoder.raw_decode(buf, pos)
+            except json.JSONDecodeError as exc:
+                incomplete = exc.msg.startswith("Unterminated string") or exc.pos >= len(buf) - 1
+                if incomplete and more(len(buf) - pos):  # grow geometrically: linear time for big records
+                    continue
+                at = line + buf.count("\n", 0, exc.pos)
+                m = _RESYNC.search(buf, exc.pos)
+                while m is None and more():
+                    m = _RESYNC.search(buf, pos)
+                issues.add(at, f"not valid JSON ({exc.msg}); record skipped")
+                if m is None:
+                    return
+                pos = m.end()
+                continue
+            pos = end
+            yield start_line, obj
+            skip_ws()
+            if pos < len(buf) and buf[pos] == ",":
+                pos += 1
+            elif pos < len(buf) and buf[pos] != "]":
+                at = lineno()
+                m = _RESYNC.search(buf, pos)
+                while m is None and more():
+                    m = _RESYNC.search(buf, pos)
+                issues.add(at, f"expected , or ] after a record, found {buf[pos]!r}" if pos < len(buf)
+                           else "JSON array is not closed with ]")
+                if m is None:
+                    return
+                pos = m.end()
+
+
+def _csv_records(path, encoding, issues, on_bytes, delimiter=","):
+    limit = csv.field_size_limit()
+    csv.field_size_limit(2**31 - 1)  # a chapter in one cell is far over the default 128 KiB
+    try:
+        with open(path, "rb") as probe:
+            size = probe.seek(0, 2)
+        fh = open_text(path, encoding)
+        fh.reconfigure(newline="")  # embedded newlines inside quoted cells stay in the cell
+        with fh:
+            reader = csv.reader(fh, delimiter=delimiter)
+            header = None
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as exc:
+                    issues.add(reader.line_num, f"not valid CSV ({exc}); row skipped")
+                    continue
+                if header is None:
+                    header = [h.strip().lstrip("\ufeff").lower() for h in row]
+                    if not any(h in TEXT_FIELDS for h in header):
+                        issues.add(1, f"no text column (one of {', '.join(TEXT_FIELDS)}) in header {row}")
+                        issues.no_text += 1
+                        return
+                    continue
+                if not any(cell.strip() for cell in row):
+                    continue
+                yield reader.line_num, dict(zip(header, row))
+        if on_bytes:
+            on_bytes(size)
+    finally:
+        csv.field_size_limit(limit)
