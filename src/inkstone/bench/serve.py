@@ -2,7 +2,8 @@
 
 All in one process, on one engine: the raw path calls vLLM's AsyncLLM directly
 on the bridge's loop; the app path goes through the running Gradio app with
-gradio_client (HTTP, queue, streaming updates), exactly as a browser does.
+gradio_client (HTTP, queue, streaming updates), exactly as a browser does; the
+API path streams from the OpenAI-compatible routes of the same app.
 Both get the same prompt tokens and greedy sampling, so they do the same work.
 A naive Hugging Face `generate` on the same model, one request at a time, is
 the outside baseline. Results are ratios; nothing here asserts a timing.
@@ -130,14 +131,21 @@ def run_serve_bench(cfg, levels: list[int], max_tokens: int = 64) -> dict:
         prompt_ids = bridge.assemble(INSTRUCTION, STORY, max_tokens=max_tokens).token_ids
         bench_raw(bridge, prompt_ids, 1, 16)  # warm-up both paths
         bench_app(client, 1, 16)
+        from ..api.bench import bench_api
+
+        api_url = f"http://127.0.0.1:{bench_cfg.webui.port}/v1"
+        prompt_text = bridge.assemble(INSTRUCTION, STORY, max_tokens=max_tokens).text
         results = []
         for n in levels:
             raw = bench_raw(bridge, prompt_ids, n, max_tokens)
             app = bench_app(client, n, max_tokens)
+            api = bench_api(api_url, bridge.settings.model_name, prompt_text, n, max_tokens)
             ratio = app["tokens_per_s"] / raw["tokens_per_s"] if raw["tokens_per_s"] and app["tokens_per_s"] else None
             extra_ttft = (app["ttft_ms_p50"] - raw["ttft_ms_p50"]) if app["ttft_ms_p50"] and raw["ttft_ms_p50"] else None
-            results.append({"streams": n, "raw": raw, "app": app,
+            api_ratio = api["tokens_per_s"] / raw["tokens_per_s"] if raw["tokens_per_s"] and api["tokens_per_s"] else None
+            results.append({"streams": n, "raw": raw, "app": app, "api": api,
                             "app_over_raw_tokens_per_s": round(ratio, 3) if ratio else None,
+                            "api_over_raw_tokens_per_s": round(api_ratio, 3) if api_ratio else None,
                             "app_extra_ttft_ms_p50": round(extra_ttft, 1) if extra_ttft is not None else None})
     finally:
         if demo is not None:
@@ -149,6 +157,7 @@ def run_serve_bench(cfg, levels: list[int], max_tokens: int = 64) -> dict:
         "model": bridge.settings.model_name, "device": device_summary(), "prompt_tokens": len(prompt_ids),
         "max_tokens": max_tokens,
         "app_over_raw": {r["streams"]: r["app_over_raw_tokens_per_s"] for r in results},
+        "api_over_raw": {r["streams"]: r["api_over_raw_tokens_per_s"] for r in results},
         "app_extra_ttft_ms_p50": {r["streams"]: r["app_extra_ttft_ms_p50"] for r in results},
         "app_tokens_per_s": {r["streams"]: r["app"]["tokens_per_s"] for r in results},
         "naive_hf_tokens_per_s": naive["tokens_per_s"],
