@@ -99,7 +99,11 @@ def bench_naive_hf(model_path: Path, prompt_ids: list[int], max_tokens: int, req
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16)
+    from ..inference.engine import engine_dtype
+
+    # The same dtype rule as the engine: float32 where this CPU only emulates bf16.
+    dtype = engine_dtype("auto", torch.cuda.is_available())
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32 if dtype == "float32" else "auto")
     model.eval()
     ids = torch.tensor([prompt_ids])
     with torch.inference_mode():
