@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Inkstone's command line: prepare | train | webui | inference | batch | compare | doctor | bench.
+"""Inkstone's command line: prepare | train | webui | inference | batch | compare | export | doctor | bench.
 
 Builds the Config once from defaults, config file, environment and flags, then
 calls one stage. Heavy modules (vLLM, torch, Gradio) are imported only inside
@@ -82,6 +82,16 @@ def _parser() -> argparse.ArgumentParser:
     ba.add_argument("--max-tokens", type=int)
     ba.add_argument("--temperature", type=float)
     ba.add_argument("--seed", type=int)
+
+    ex = sub.add_parser("export", help="merge an adapter: Hugging Face folder or GGUF + Ollama Modelfile")
+    ex.add_argument("--adapter", type=Path, required=True, help="adapter folder or training run folder")
+    ex.add_argument("--format", choices=["hf", "gguf"], default="hf")
+    ex.add_argument("--quant", choices=["q8_0", "q4_0", "f16"], default="q8_0")
+    ex.add_argument("--out", type=Path, help="output folder (default: exports/<run>-<format>)")
+    ex.add_argument("--base", help="base model folder or hub id (default: the configured base model)")
+    ex.add_argument("--push-to-hub", metavar="REPO")
+    ex.add_argument("--private", action="store_true")
+    ex.add_argument("--overwrite", action="store_true")
 
     sub.add_parser("doctor", help="versions, device, memory, model paths, what is missing")
 

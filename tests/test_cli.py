@@ -104,3 +104,9 @@ def test_batch_generates_every_line_and_reports_broken_ones(cli_env, tmp_path):
     assert r.returncode == 1 and "line 2" in (r.stdout + r.stderr)
     rows = [json.loads(l) for l in out.read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 2 and all(row.get("output") for row in rows), rows
+
+
+def test_export_names_a_missing_adapter(cli_env, tmp_path):
+    env, _ = cli_env
+    r = run(["export", "--adapter", str(tmp_path / "no-run")], env, timeout=60)
+    assert r.returncode == 2 and "no-run" in r.stderr

@@ -212,6 +212,26 @@ def run_batch(cfg, args) -> int:
     return 0 if report.ok else 1
 
 
+def run_export(cfg, args) -> int:
+    from .export.errors import ExportError
+    from .export.locate import resolve_adapter
+    from .export.pipeline import run_export as export
+
+    try:
+        adapter = resolve_adapter(args.adapter)
+        run = adapter.parent.name if adapter.name == "adapter" or adapter.name.startswith("checkpoint-") else adapter.name
+        suffix = f"-{args.quant}" if args.format == "gguf" else ""
+        out = args.out or Path(cfg.root) / "exports" / f"{run}-{args.format}{suffix}"
+        # No --base: the base the adapter was trained on (recorded in adapter_config.json).
+        report = export(adapter, args.base, out, fmt=args.format, quant=args.quant, push_to_hub=args.push_to_hub,
+                        private=args.private, prepare_report=Path(cfg.data.prepared_dir) / "report.json",
+                        overwrite=args.overwrite)
+    except ExportError as exc:
+        raise UserError(str(exc)) from exc
+    print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+    return 0
+
+
 def run_bench(cfg, args) -> int:
     out = args.output or (Path(cfg.root) / "bench-results" / f"{args.what}.json")
     if args.what == "serve":
