@@ -8,20 +8,15 @@ the chosen branch, so `doctor` and `--help` stay fast.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "src"))
+from inkstone.offline import apply_offline_defaults  # noqa: E402  (light: no heavy imports)
+
 # Never reach for a model hub at run time unless the user explicitly allows it.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+apply_offline_defaults()
 
 
 def _parser() -> argparse.ArgumentParser:

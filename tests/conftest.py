@@ -19,12 +19,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from inkstone.offline import apply_offline_defaults  # noqa: E402
+
+apply_offline_defaults()
 
 from tiny_model import build_random_lora, build_tiny_qwen2  # noqa: E402
 
