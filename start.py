@@ -101,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--corpus", type=Path, help="train: text to train on (default: the sample corpus)")
     be.add_argument("--steps", type=int, default=6, help="train: timed optimizer steps per side")
     be.add_argument("--seq", type=int, default=256, help="train: max sequence length")
+    be.add_argument("--sizes", default="1000,10000,100000", help="memory: store sizes, comma separated")
     be.add_argument("--big-mb", type=int, default=200, help="prepare: size of the generated input for peak memory")
     return p
 

@@ -27,6 +27,22 @@ def test_updates_are_coalesced_not_per_token(bridge):
     assert len(coalesced) < len(per_token)
 
 
+def test_update_interval_widens_with_the_number_of_open_streams(bridge):
+    from inkstone.inference.engine import STREAMS_PER_INTERVAL
+
+    base = bridge.settings.stream_interval_ms / 1000.0
+    params = GenerationParams(temperature=0.0, max_tokens=400, repetition_penalty=1.0)
+    streams = [bridge.stream(raw_prompt="宝玉", params=params) for _ in range(2 * STREAMS_PER_INTERVAL)]
+    try:
+        for s in streams:
+            next(s)  # each stream is open once it has started
+        assert bridge.stream_interval() == pytest.approx(2 * base)
+    finally:
+        for s in streams:
+            s.close()  # closing aborts inside the engine
+    assert bridge.stream_interval() == pytest.approx(base)
+
+
 def test_seed_makes_sampling_reproducible(bridge):
     p = GenerationParams(temperature=1.0, max_tokens=16, seed=7)
     assert bridge.generate(raw_prompt="黛玉", params=p) == bridge.generate(raw_prompt="黛玉", params=p)

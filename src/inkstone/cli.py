@@ -252,7 +252,7 @@ def run_bench(cfg, args) -> int:
     elif args.what == "memory":
         from .bench.memory import run_memory_bench
 
-        result = run_memory_bench(cfg)
+        result = run_memory_bench(cfg, sizes=[int(x) for x in args.sizes.split(",") if x.strip()])
     else:
         from .bench.train import run_train_bench
         from .data.prepare import SAMPLE_TEXT

@@ -1,10 +1,10 @@
 """`start.py bench memory`: memory search latency at 1k/10k/100k entries, retrieval
 quality (recall@5) on facts from 红楼梦, and retrieval's share of time to first token.
 
-Latency: the bulk entries carry random unit vectors (embedding 100k texts with
-the numpy encoder would take far longer than the search being measured, and
-HNSW search time does not depend on what the vectors mean); each query is
-embedded for real, so its time is in the figure. Quality uses real embeddings
+Latency is measured through MemoryStore itself. The bulk entries carry random
+unit vectors (embedding 100k texts with the numpy encoder would take far longer
+than the search being measured, and HNSW search time does not depend on what
+the vectors mean); each query is embedded for real, so its time is in the figure. Quality uses real embeddings
 of real facts, with questions phrased differently from the facts.
 """
 from __future__ import annotations
@@ -78,41 +78,47 @@ def recall_at_k(embedder, k: int = 5) -> dict:
 
 
 def search_latency(embedder, sizes=(1_000, 10_000, 100_000), queries: int = 50) -> list[dict]:
-    import chromadb
-    from chromadb.config import Settings
+    """Latency of the store's own searches on one story holding `size` entries:
+    `search_each_kind` (what every generation runs) and a plain top-5 `search`."""
+    from ..memory.store import KINDS, MemoryStore
 
     rng = np.random.default_rng(0)
     out = []
+    qs = [q for q, _ in QUESTIONS]
     with tempfile.TemporaryDirectory() as tmp:
-        client = chromadb.PersistentClient(path=tmp, settings=Settings(anonymized_telemetry=False))
-        col = client.create_collection("bench", embedding_function=None, metadata={"hnsw:space": "cosine"})
+        store = MemoryStore(Path(tmp), embedder)
         count = 0
-        qs = [q for q, _ in QUESTIONS]
         for size in sizes:
             t0 = time.perf_counter()
             while count < size:
                 n = min(5000, size - count)
                 vecs = rng.standard_normal((n, embedder.dim)).astype(np.float32)
                 vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-                kinds = rng.choice(["character", "plot", "world", "dialogue"], n)
-                col.add(ids=[uuid.uuid4().hex for _ in range(n)], embeddings=vecs,
-                        documents=[f"entry {count + i}" for i in range(n)],
-                        metadatas=[{"kind": str(k), "story": "bench"} for k in kinds])
+                kinds = rng.choice(KINDS, n)
+                store.add_many([{"kind": str(k), "text": f"entry {count + i}"} for i, k in enumerate(kinds)],
+                               story="bench", embeddings=vecs)
                 count += n
             load_s = time.perf_counter() - t0
-            lat, embed_lat = [], []
+            row = {"entries": size, "insert_s": round(load_s, 1)}
+            for label, search in (("each_kind", lambda q: store.search_each_kind(q, k_per_kind=2, story="bench")),
+                                  ("top5", lambda q: store.search(q, k=5, story="bench"))):
+                search(qs[0])  # warm-up
+                lat = []
+                for i in range(queries):
+                    t = time.perf_counter()
+                    search(qs[i % len(qs)])
+                    lat.append(time.perf_counter() - t)
+                lat.sort()
+                row[f"{label}_p50_ms"] = round(statistics.median(lat) * 1000, 2)
+                row[f"{label}_p95_ms"] = round(lat[int(0.95 * (len(lat) - 1))] * 1000, 2)
+            embed_lat = []
             for i in range(queries):
                 t = time.perf_counter()
-                vec = embedder.embed([qs[i % len(qs)]])
-                t_embed = time.perf_counter()
-                col.query(query_embeddings=vec, n_results=5, where={"story": "bench"})
-                lat.append(time.perf_counter() - t)
-                embed_lat.append(t_embed - t)
-            lat.sort()
-            out.append({"entries": size, "insert_s": round(load_s, 1),
-                        "p50_ms": round(statistics.median(lat) * 1000, 2),
-                        "p95_ms": round(lat[int(0.95 * (len(lat) - 1))] * 1000, 2),
-                        "embed_p50_ms": round(statistics.median(embed_lat) * 1000, 2)})
+                embedder.embed([qs[i % len(qs)]])
+                embed_lat.append(time.perf_counter() - t)
+            row["embed_p50_ms"] = round(statistics.median(embed_lat) * 1000, 2)
+            out.append(row)
+        store.close()
     return out
 
 

@@ -150,6 +150,10 @@ def check_adapter_dir(path: Union[str, Path], max_lora_rank: int) -> Path:
     return folder
 
 
+# Streams that share the base update interval; beyond this the interval grows with them.
+STREAMS_PER_INTERVAL = 8
+
+
 class EngineBridge:
     def __init__(self, settings: EngineSettings, memory_factory: Optional[Callable[[], MemoryStore]] = None,
                  adapter_dirs: tuple[Path, ...] = ()):
@@ -166,6 +170,7 @@ class EngineBridge:
         self._adapters: dict[str, tuple[int, Path]] = {}  # name -> (lora id, folder)
         self._lora_ids = itertools.count(1)
         self._lock = threading.Lock()
+        self._active_streams = 0
         self.started_at: Optional[float] = None
 
     # ---- lifecycle ------------------------------------------------------------
@@ -233,6 +238,8 @@ class EngineBridge:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=30)
         self._memory_exec.shutdown(wait=True)
+        if self.memory is not None:
+            self.memory.close()
         self._thread = None
 
     def __enter__(self) -> "EngineBridge":
@@ -389,12 +396,24 @@ class EngineBridge:
                 q.put(_END)
 
         future = asyncio.run_coroutine_threadsafe(run(), self.loop)
-        interval = self.settings.stream_interval_ms / 1000.0 if coalesce else 0.0
+        with self._lock:
+            self._active_streams += 1
         try:
-            yield from _coalesced(q, interval)
+            yield from _coalesced(q, self.stream_interval if coalesce else (lambda: 0.0))
         finally:
+            with self._lock:
+                self._active_streams -= 1
             if not future.done():
                 future.cancel()  # cancels the task on the loop; vLLM aborts the request
+
+    def stream_interval(self) -> float:
+        """Seconds between text updates of one stream. It widens with the number of
+        streams open, so the web server sends about the same number of updates per
+        second however many people write at once: each update costs the server
+        (diffing, JSON, the event stream) about a millisecond of CPU, which at 32
+        streams and 30 ms would eat a core that the engine needs."""
+        base = self.settings.stream_interval_ms / 1000.0
+        return base * max(1.0, self._active_streams / STREAMS_PER_INTERVAL)
 
     def generate(self, *args, **kwargs) -> str:
         return "".join(e.text for e in self.stream(*args, **kwargs) if isinstance(e, Text))
@@ -481,12 +500,13 @@ class EngineBridge:
         return self.call(self._retrieve(query, story))
 
 
-def _coalesced(q: queue.SimpleQueue, interval: float) -> Iterator[StreamEvent]:
-    """Merge Text events into one per `interval` seconds. The first chunk goes out
-    at once (time to first token matters); later ones wait for the interval."""
+def _coalesced(q: queue.SimpleQueue, interval_fn: Callable[[], float]) -> Iterator[StreamEvent]:
+    """Merge Text events into one per `interval_fn()` seconds. The first chunk goes
+    out at once (time to first token matters); later ones wait for the interval."""
     pending: list[str] = []
     last_flush = float("-inf")
     while True:
+        interval = interval_fn()
         wait = max(0.0, last_flush + interval - time.perf_counter()) if pending else None
         try:
             item = q.get_nowait() if wait == 0.0 else q.get(timeout=wait)
