@@ -94,13 +94,16 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--json", action="store_true")
 
     be = sub.add_parser("bench", help="benchmarks writing JSON")
-    be.add_argument("what", choices=["serve", "train", "memory", "prepare"])
+    be.add_argument("what", choices=["serve", "train", "quality", "memory", "prepare"])
     be.add_argument("--output", type=Path, help="JSON file (default: bench-results/<what>.json)")
     be.add_argument("--streams", default="1,8,32", help="serve: concurrency levels, comma separated")
     be.add_argument("--max-tokens", type=int, default=64, help="serve: new tokens per request")
-    be.add_argument("--corpus", type=Path, help="train: text to train on (default: the sample corpus)")
-    be.add_argument("--steps", type=int, default=6, help="train: timed optimizer steps per side")
-    be.add_argument("--seq", type=int, default=256, help="train: max sequence length")
+    be.add_argument("--corpus", type=Path, help="train: text to train on (default: the sample corpus); "
+                    "quality: the novel (default: data.sample_corpus)")
+    be.add_argument("--steps", type=int, help="train: timed optimizer steps per side (6); quality: training steps (20)")
+    be.add_argument("--seq", type=int, help="train, quality: max sequence length (256, 512)")
+    be.add_argument("--train-chapters", type=int, default=72,
+                    help="quality: train on this many first chapters, evaluate on the rest")
     be.add_argument("--sizes", default="1000,10000,100000", help="memory: store sizes, comma separated")
     be.add_argument("--big-mb", type=int, default=200, help="prepare: size of the generated input for peak memory")
     return p

@@ -250,13 +250,35 @@ def test_bundled_sample_and_progress_output(tmp_path, tiny_tokenizer, capsys):
     assert "prepare" in capsys.readouterr().err  # the tqdm bar over bytes
 
 
+def test_fast_counter_agrees_with_the_tokenizer_on_the_whole_corpus(corpus, tiny_tokenizer, monkeypatch):
+    import sys
+
+    from inkstone.data.tokens import TokenCounter
+
+    paragraphs = [p for p in corpus.read_text(encoding="utf-8").splitlines() if p.strip()]
+    reference = [len(e) for e in tiny_tokenizer.backend_tokenizer.encode_batch(paragraphs, add_special_tokens=False)]
+    counter = TokenCounter(tiny_tokenizer)
+    assert counter.wait_fast(60)
+    assert counter.count(paragraphs) == reference and counter.engine == "fastokens"
+    assert counter.count_here(paragraphs[:50]) == reference[:50]
+    monkeypatch.setitem(sys.modules, "fastokens", None)  # not installed: the tokenizers library counts
+    from inkstone.data import tokens
+
+    monkeypatch.setattr(tokens, "_FAST", {})
+    plain = TokenCounter(tiny_tokenizer)
+    assert not plain.wait_fast(60)
+    assert plain.count(paragraphs[:200]) == reference[:200] and plain.engine == "tokenizers"
+    plain.close()
+
+
 def test_bench_prepare_reports_speed_and_memory(tmp_path, corpus, tiny_tokenizer):
     from inkstone.bench.prepare import _child, bench_prepare, make_big_input
 
     small = tmp_path / "small.txt"
     small.write_text(chapters_of(corpus, 1, 5), encoding="utf-8")
     result = bench_prepare(small, tiny_tokenizer, tmp_path / "bench.json", big_mb=0, repeats=1)
-    assert result["mb_per_s"] > 0 and result["tokenizer_only_mb_per_s"] > 0 and result["chapters"] == 5
+    assert result["mb_per_s"] > 0 and result["counting_only_mb_per_s"] > 0 and result["chapters"] == 5
+    assert result["tokenizers_library_only_mb_per_s"] > 0 and result["token_counter"] == "fastokens"
     assert json.loads((tmp_path / "bench.json").read_text(encoding="utf-8"))["mb_per_s"] == result["mb_per_s"]
     # The big-input half, in this process (bench_prepare runs it in a child so the peak is prepare's own).
     big = tmp_path / "big.txt"

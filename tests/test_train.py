@@ -131,3 +131,40 @@ def test_a_crashing_run_leaves_the_parent_alive_with_a_message(tiny_model, tmp_p
     job.proc.wait(timeout=120)
     st = job.status()
     assert st.state == "failed" and "prepare" in st.message
+
+
+def test_quality_check_trains_on_early_chapters_and_scores_the_last(tiny_model, corpus):
+    from inkstone.bench.quality import run_quality_check, split_book
+
+    head = len(split_book(corpus, 1)[0]) + len(split_book(corpus, 1)[1]) - 1  # all chapters but the last
+    train, held_out = split_book(corpus, head)
+    assert len(held_out) == 1 and held_out[0].title not in [c.title for c in train]
+    result = run_quality_check(tiny_model, corpus, train_chapters=head, steps=6, seq=64, lr=5e-3, lora_r=8,
+                               eval_blocks=4)
+    assert result["base_perplexity"] > 1 and result["tuned_perplexity"] > 1
+    assert result["tuned_perplexity"] < result["base_perplexity"]  # held-out text of the same book got likelier
+    with pytest.raises(ValueError, match="need more than"):
+        split_book(corpus, 10_000)
+
+
+def test_blocks_start_with_bos_where_the_tokenizer_uses_one(tiny_tokenizer):
+    from transformers import PreTrainedTokenizerFast
+
+    from inkstone.train.qlora import IGNORE, Example, leading_bos, pack
+
+    assert leading_bos(tiny_tokenizer) is None  # Qwen-style: no BOS, blocks are plain cuts
+    tok = PreTrainedTokenizerFast(tokenizer_object=tiny_tokenizer.backend_tokenizer, bos_token="<|im_start|>",
+                                  eos_token=tiny_tokenizer.eos_token)
+    from tokenizers.processors import TemplateProcessing
+
+    bos = tok.convert_tokens_to_ids("<|im_start|>")
+    tok.backend_tokenizer.post_processor = TemplateProcessing(single="<|im_start|> $A",
+                                                              special_tokens=[("<|im_start|>", bos)])
+    assert leading_bos(tok) == bos
+    text = "宝玉笑道：这个妹妹我曾见过的。" * 20
+    blocks = pack([Example(text), Example(text)], tok, 16)
+    body = [t for b in blocks for t in b["input_ids"][1:] if t != bos]
+    expected = [t for t in (tok(text).input_ids + [tok.eos_token_id]) * 2 if t != bos]
+    assert all(b["input_ids"][0] == bos and b["labels"][0] == IGNORE for b in blocks)
+    assert body[:len(expected)] == expected  # every text token kept once, in order
+    assert all(len(b["input_ids"]) == 16 for b in blocks)

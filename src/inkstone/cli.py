@@ -253,14 +253,24 @@ def run_bench(cfg, args) -> int:
         from .bench.memory import run_memory_bench
 
         result = run_memory_bench(cfg, sizes=[int(x) for x in args.sizes.split(",") if x.strip()])
+    elif args.what == "quality":
+        from .bench.quality import run_quality_check
+        from .model_files import resolve_base_model
+
+        model = resolve_base_model(cfg.model.base, cfg.model.models_dir, cfg.model.offline_fallback)
+        corpus = Path(args.corpus or cfg.data.sample_corpus)
+        if not corpus.is_file():
+            raise SystemExit(f"bench quality needs a novel of many chapters: {corpus} not found (--corpus)")
+        result = run_quality_check(model.path, corpus, train_chapters=args.train_chapters, steps=args.steps or 20,
+                                   seq=args.seq or 512, four_bit=cfg.model.load_in_4bit)
     else:
         from .bench.train import run_train_bench
         from .data.prepare import SAMPLE_TEXT
         from .model_files import resolve_base_model
 
         model = resolve_base_model(cfg.model.base, cfg.model.models_dir, cfg.model.offline_fallback)
-        result = run_train_bench(model.path, args.corpus or SAMPLE_TEXT, steps=args.steps,
-                                 seq=args.seq, four_bit=cfg.model.load_in_4bit)
+        result = run_train_bench(model.path, args.corpus or SAMPLE_TEXT, steps=args.steps or 6,
+                                 seq=args.seq or 256, four_bit=cfg.model.load_in_4bit)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
     print(json.dumps(result.get("summary", result), indent=2, ensure_ascii=False))

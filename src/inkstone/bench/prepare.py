@@ -66,13 +66,15 @@ def make_big_input(corpus: Path, out: Path, mb: float, seed: int = 0) -> int:
     return written
 
 
-def tokenizer_only(corpus: Path, tokenizer) -> float:
-    """MB/s of the fast tokenizer's batch encoder alone on the corpus paragraphs (the ceiling)."""
+def tokenizer_only(corpus: Path, tokenizer, reference: bool = False) -> float:
+    """MB/s of counting the corpus paragraphs alone: with prepare's counter (the ceiling),
+    or with `reference`, the Hugging Face tokenizers library's batch encoder (the baseline)."""
     from inkstone.data.tokens import TokenCounter
 
     raw = Path(corpus).read_bytes()
     paragraphs = [p.strip("\u3000 ") for p in raw.decode("utf-8").splitlines() if p.strip()]
-    counter = TokenCounter(tokenizer)  # as prepare counts: batched, BPE cache off
+    counter = TokenCounter(tokenizer, use_fast=not reference)  # as prepare counts: batched, BPE cache off
+    counter.wait_fast()
     try:
         counter.count(paragraphs[:50])  # warm up the thread pool
         t = time.perf_counter()
@@ -163,7 +165,16 @@ def bench_prepare(corpus_path: Path, tokenizer, out_json: Optional[Path] = None,
                     "cpu_count": os.cpu_count(), "goal_mb_per_s": 20}
     with tempfile.TemporaryDirectory(prefix="inkstone-bench-prepare-") as tmp:
         tmp = Path(tmp)
-        runs, ceilings = [], []
+        # The fast encoder loads once per process (seconds for a big vocabulary), in the
+        # background of the first run; it is timed apart so the runs show the steady speed.
+        from inkstone.data.tokens import TokenCounter
+
+        t = time.perf_counter()
+        warm = TokenCounter(tokenizer)
+        warm.wait_fast()
+        result["fast_encoder_load_s"] = round(time.perf_counter() - t, 2)
+        warm.close()
+        runs, ceilings, references = [], [], []
         for i in range(repeats):  # interleaved, so both see the same machine load
             work = tmp / f"run{i}"
             t = time.perf_counter()
@@ -172,9 +183,14 @@ def bench_prepare(corpus_path: Path, tokenizer, out_json: Optional[Path] = None,
             runs.append(size / 1e6 / (time.perf_counter() - t))
             shutil.rmtree(work)
             ceilings.append(tokenizer_only(corpus, tokenizer))
+            references.append(tokenizer_only(corpus, tokenizer, reference=True))
         speed, ceiling = statistics.median(runs), statistics.median(ceilings)
+        reference = statistics.median(references)
         result.update(mb_per_s=round(speed, 2), runs_mb_per_s=[round(x, 2) for x in runs],
-                      tokenizer_only_mb_per_s=round(ceiling, 2), ratio_vs_tokenizer_only=round(speed / ceiling, 3),
+                      token_counter=r.token_counter,
+                      counting_only_mb_per_s=round(ceiling, 2), ratio_vs_counting_only=round(speed / ceiling, 3),
+                      tokenizers_library_only_mb_per_s=round(reference, 2),
+                      ratio_vs_tokenizers_library_only=round(speed / reference, 3),
                       chapters=r.chapters, chunks=r.train_chunks + r.val_chunks,
                       tokens=r.train_tokens + r.val_tokens)
 

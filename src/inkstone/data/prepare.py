@@ -142,6 +142,7 @@ def prepare(inputs: Sequence[Path], tokenizer, *, train_dir: Path, val_dir: Path
         r = run.report
         r.chunk_size, r.overlap, r.val_split, r.seed = chunk_size, overlap, val_split, seed
         r.tokenizer = str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
+        r.token_counter = run.counter.engine
         r.prompt_format = fmt if instructions else ""
         r.seconds = round(time.perf_counter() - t0, 3)
         r.mb_per_s = round(r.bytes_in / 1e6 / r.seconds, 2) if r.seconds else 0.0

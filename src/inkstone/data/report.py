@@ -23,6 +23,7 @@ class Report:
     seed: int = 0
     prompt_format: str = ""
     tokenizer: str = ""
+    token_counter: str = ""  # the encoder that counted: fastokens, or the tokenizers library
     # Per input file read: format, encoding (and how it was found), bytes, books, chapters, records.
     files: list[dict] = field(default_factory=list)
     # Files not read at all, with the reason (unsupported, empty, binary, undecodable, no text field...).

@@ -45,6 +45,7 @@ class TrainArgs:
     warmup_ratio: float = 0.03
     seed: int = 42
     max_eval_blocks: int = 64
+    eval_on_start: bool = True  # the base model's validation loss, for the curve to start from
     resume: Optional[str] = None  # "latest" or a checkpoint folder
 
 
@@ -106,8 +107,14 @@ IGNORE = -100  # label value the loss skips
 def pack(examples: list[Example], tokenizer, block: int) -> list[dict]:
     """Concatenate tokenised examples (each ended by EOS) and cut into full blocks,
     so no step is spent on padding. Prompt tokens get IGNORE labels: the model
-    learns to write the completion, not to repeat the context."""
+    learns to write the completion, not to repeat the context.
+
+    Where the tokenizer starts every text with BOS (Gemma, Llama), every block
+    starts with it too, as every prompt does at inference: a block cut from the
+    middle of a chapter is then read the way the model will see a story's tail.
+    Gemma in particular scores text without a leading BOS as near noise."""
     eos = tokenizer.eos_token_id
+    bos = leading_bos(tokenizer)
     ids: list[int] = []
     labels: list[int] = []
     for ex in examples:
@@ -119,23 +126,39 @@ def pack(examples: list[Example], tokenizer, block: int) -> list[dict]:
         else:
             t = tokenizer(ex.text, add_special_tokens=True).input_ids
             ids += t
-            labels += t
+            labels += [IGNORE] + t[1:] if bos is not None and t[:1] == [bos] else t
         if eos is not None:
             ids.append(eos)
             labels.append(eos)
     blocks = []
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos or 0)
-    for a in range(0, len(ids), block):
-        chunk, lab = ids[a:a + block], labels[a:a + block]
+    a = 0
+    while a < len(ids):
+        prepend = bos is not None and ids[a] != bos and block > 1
+        take = block - 1 if prepend else block
+        chunk, lab = ids[a:a + take], labels[a:a + take]
+        if prepend:
+            chunk, lab = [bos] + chunk, [IGNORE] + lab
+        first = a == 0
+        a += take
         if all(x == IGNORE for x in lab):
             continue  # nothing to learn here, and its loss would be NaN
         mask = [1] * len(chunk)
-        if len(chunk) < block and a > 0:
+        if len(chunk) < block and not first:
             # The tail: padded (and masked) rather than dropped, so no text is lost.
             short = block - len(chunk)
             chunk, lab, mask = chunk + [pad] * short, lab + [IGNORE] * short, mask + [0] * short
         blocks.append({"input_ids": chunk, "labels": lab, "attention_mask": mask})
     return blocks
+
+
+def leading_bos(tokenizer) -> Optional[int]:
+    """The BOS id this tokenizer puts before every text, or None (Qwen adds none)."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return None
+    ids = tokenizer("a", add_special_tokens=True).input_ids
+    return bos if ids[:1] == [bos] else None
 
 
 class _Blocks:
@@ -278,6 +301,7 @@ def run_training(args: TrainArgs) -> Path:
         gradient_accumulation_steps=args.grad_accum, learning_rate=args.lr, lr_scheduler_type="cosine",
         warmup_steps=args.warmup_ratio, logging_steps=1, save_steps=args.save_steps, save_total_limit=3,
         eval_strategy="steps" if val_blocks else "no", eval_steps=args.save_steps if val_blocks else None,
+        eval_on_start=bool(val_blocks) and args.eval_on_start and not args.resume,
         seed=args.seed, data_seed=args.seed, report_to=["tensorboard"], bf16=compute_dtype == torch.bfloat16,
         gradient_checkpointing=args.gradient_checkpointing and not args.load_in_4bit,
         gradient_checkpointing_kwargs={"use_reentrant": False}, use_cpu=not on_gpu,
