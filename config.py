@@ -51,6 +51,8 @@ class DataConfig(BaseModel):
     extra_boilerplate_patterns: list[str] = []
     split_by: Literal["chapter", "book"] = "chapter"  # unit kept whole on one side of the split
     instruct_pairs: bool = True  # also write prompt/completion pairs in the Write tab's template
+    # Count tokens with fastokens (~10x faster, same counts; holds ~400 MB for a 262k vocabulary).
+    fast_token_counter: bool = True
     val_split: float = Field(0.1, ge=0.0, lt=1.0)
     seed: int = 42
     sample_corpus: Path = Path("../shared/corpus/hongloumeng_001-080.txt")

@@ -42,7 +42,7 @@ def run_prepare(cfg, args) -> int:
                          chunk_size=d.chunk_size, overlap=min(d.chunk_overlap, d.chunk_size // 4),
                          val_split=d.val_split, seed=d.seed, extra_boilerplate_patterns=d.extra_boilerplate_patterns,
                          split_by=d.split_by, instructions=d.instruct_pairs, system=cfg.inference.system_prompt,
-                         model_name=model.name)
+                         model_name=model.name, fast_counter=d.fast_token_counter)
     except PrepareError as exc:
         raise UserError(str(exc)) from exc
     print(f"prepared {report.books} books, {report.chapters} chapters: {report.train_chunks} train chunks "

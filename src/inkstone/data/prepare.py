@@ -83,7 +83,7 @@ def prepare(inputs: Sequence[Path], tokenizer, *, train_dir: Path, val_dir: Path
             system: str = DEFAULT_SYSTEM,
             instruct_context_tokens: Optional[int] = None, dedup_min_chars: int = 20,
             near_duplicate: float = 0.8, max_chapter_chars: int = 1_000_000,
-            progress_bar: Optional[bool] = None) -> Report:
+            progress_bar: Optional[bool] = None, fast_counter: bool = True) -> Report:
     """Prepare training data from novel files or folders; see the module docstring.
 
     overlap: tokens of whole paragraphs repeated from one chunk to the next.
@@ -94,6 +94,7 @@ def prepare(inputs: Sequence[Path], tokenizer, *, train_dir: Path, val_dir: Path
         model, judged by `model_name` or the tokenizer's name, that has a chat template).
     system: the Write tab's system prompt (config inference.system_prompt).
     progress_bar: a tqdm bar over input bytes; None shows it only on a terminal.
+    fast_counter: count tokens with fastokens where it matches the tokenizer (see tokens.py).
     """
     if chunk_size < 16:
         raise PrepareError(f"chunk_size must be at least 16 tokens, not {chunk_size}")
@@ -127,7 +128,7 @@ def prepare(inputs: Sequence[Path], tokenizer, *, train_dir: Path, val_dir: Path
                    instructions=instructions, prompt=PromptMaker(tokenizer, fmt, system) if instructions else None,
                    context_tokens=instruct_context_tokens or max(chunk_size // 4, 1),
                    deduper=Deduper(dedup_min_chars, near_duplicate), max_chapter_chars=max_chapter_chars,
-                   say=say, fmt=fmt)
+                   say=say, fmt=fmt, fast_counter=fast_counter)
         try:
             run.report.skipped += skipped
             for s in skipped:
@@ -157,7 +158,7 @@ class _Run:
 
     def __init__(self, tokenizer, out: AtomicOutputs, *, cleaner: Cleaner, chunk_size: int, overlap: int,
                  instructions: bool, prompt: Optional[PromptMaker], context_tokens: int, deduper: Deduper,
-                 max_chapter_chars: int, say, fmt: str):
+                 max_chapter_chars: int, say, fmt: str, fast_counter: bool = True):
         self.out, self.cleaner, self.deduper, self.say = out, cleaner, deduper, say
         self.chunk_size, self.overlap, self.context_tokens = chunk_size, overlap, context_tokens
         self.instructions, self.prompt, self.fmt = instructions, prompt, fmt
@@ -175,7 +176,7 @@ class _Run:
         self.batch_chars = 0
         self.pending: Optional[tuple[list[Chapter], Future]] = None
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-tokens")
-        self.counter = TokenCounter(tokenizer)  # last: close() gives back what it changes
+        self.counter = TokenCounter(tokenizer, use_fast=fast_counter)  # last: close() gives back what it changes
 
     def close(self) -> None:
         self.counter.close()
