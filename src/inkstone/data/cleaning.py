@@ -37,7 +37,8 @@ BOILERPLATE_RULES: list[tuple[str, object]] = [
      lambda t: "|" in t or "｜" in t or "/" in t),
 ]
 BOILERPLATE_PATTERNS: list[str] = [p for p, _ in BOILERPLATE_RULES]
-_ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
+_ZERO_WIDTH_CHARS = "\u200b\u200c\u200d\u2060\ufeff\u00ad"
+_ZERO_WIDTH = re.compile(f"[{_ZERO_WIDTH_CHARS}]")
 _STRIP = " \t\xa0\u3000\u2002\u2003\u2009\u202f\u205f"
 # Runs of indent-like spaces inside a line mark glued paragraphs: two full-width or four ASCII.
 _GLUED = re.compile(r"\u3000[\u3000 \t\xa0]*\u3000|[ \t\xa0]{4,}")
@@ -69,7 +70,7 @@ class Cleaner:
     def paragraphs(self, lines: Iterable[str]) -> list[str]:
         # Whole-chapter scans run in C; the per-line loop only does cheap checks.
         text = "\n".join(lines)
-        if _ZERO_WIDTH.search(text):
+        if any(c in text for c in _ZERO_WIDTH_CHARS):  # six substring scans beat one class search
             text = _ZERO_WIDTH.sub("", text)
         if not text.isascii() and not unicodedata.is_normalized("NFC", text):
             text = unicodedata.normalize("NFC", text)
