@@ -259,12 +259,16 @@ def test_fast_counter_agrees_with_the_tokenizer_on_the_whole_corpus(corpus, tiny
     reference = [len(e) for e in tiny_tokenizer.backend_tokenizer.encode_batch(paragraphs, add_special_tokens=False)]
     counter = TokenCounter(tiny_tokenizer)
     assert counter.wait_fast(60)
-    assert counter.count(paragraphs) == reference and counter.engine == "fastokens"
+    assert counter.count(paragraphs) == reference and counter.used["fastokens"] == len(paragraphs)
     assert counter.count_here(paragraphs[:50]) == reference[:50]
     monkeypatch.setitem(sys.modules, "fastokens", None)  # not installed: the tokenizers library counts
     from inkstone.data import tokens
 
     monkeypatch.setattr(tokens, "_FAST", {})
+    small_job = TokenCounter(tiny_tokenizer, load_fast=False)  # a short job does not pay for loading it
+    assert not small_job.wait_fast(0) and small_job.count(paragraphs[:20]) == reference[:20]
+    assert small_job.engine == "tokenizers" and tokens._FAST == {}
+    small_job.close()
     plain = TokenCounter(tiny_tokenizer)
     assert not plain.wait_fast(60)
     assert plain.count(paragraphs[:200]) == reference[:200] and plain.engine == "tokenizers"

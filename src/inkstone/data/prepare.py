@@ -41,6 +41,9 @@ __all__ = ["SAMPLE_TEXT", "PrepareError", "Report", "prepare"]
 
 SAMPLE_TEXT = Path(__file__).with_name("sample_hongloumeng_01-05.txt")
 BATCH_CHARS = 400_000  # text per tokenizer call: big enough for its threads, small enough for memory
+# Inputs from this size on load the fast token counter (about 2 s of counting with the
+# tokenizers library on 2 cores, as long as loading fastokens for a 262k vocabulary).
+FAST_COUNTER_MIN_BYTES = 16 * 10**6
 
 
 try:  # orjson (a dependency of gradio and chromadb) writes JSON several times faster
@@ -115,6 +118,9 @@ def prepare(inputs: Sequence[Path], tokenizer, *, train_dir: Path, val_dir: Path
         raise PrepareError(str(exc)) from None
     say = progress or (lambda _msg: None)
     files, skipped = discover(inputs)
+    # Loading fastokens takes seconds of CPU and ~400 MB for a big vocabulary: worth it
+    # only for inputs that the tokenizers library would take longer than that to count.
+    load_fast = sum(_size(p) for p, _ in files) >= FAST_COUNTER_MIN_BYTES
 
     targets = {"train": train_dir / "train.jsonl", "val": val_dir / "val.jsonl", "report": report_dir / "report.json"}
     if instructions:
@@ -128,7 +134,7 @@ def prepare(inputs: Sequence[Path], tokenizer, *, train_dir: Path, val_dir: Path
                    instructions=instructions, prompt=PromptMaker(tokenizer, fmt, system) if instructions else None,
                    context_tokens=instruct_context_tokens or max(chunk_size // 4, 1),
                    deduper=Deduper(dedup_min_chars, near_duplicate), max_chapter_chars=max_chapter_chars,
-                   say=say, fmt=fmt, fast_counter=fast_counter)
+                   say=say, fmt=fmt, fast_counter=fast_counter, load_fast=load_fast)
         try:
             run.report.skipped += skipped
             for s in skipped:
@@ -153,12 +159,19 @@ def prepare(inputs: Sequence[Path], tokenizer, *, train_dir: Path, val_dir: Path
     return r
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 class _Run:
     """State of one prepare run: reading, cleaning, counting, spooling, then the split."""
 
     def __init__(self, tokenizer, out: AtomicOutputs, *, cleaner: Cleaner, chunk_size: int, overlap: int,
                  instructions: bool, prompt: Optional[PromptMaker], context_tokens: int, deduper: Deduper,
-                 max_chapter_chars: int, say, fmt: str, fast_counter: bool = True):
+                 max_chapter_chars: int, say, fmt: str, fast_counter: bool = True, load_fast: bool = True):
         self.out, self.cleaner, self.deduper, self.say = out, cleaner, deduper, say
         self.chunk_size, self.overlap, self.context_tokens = chunk_size, overlap, context_tokens
         self.instructions, self.prompt, self.fmt = instructions, prompt, fmt
@@ -176,7 +189,8 @@ class _Run:
         self.batch_chars = 0
         self.pending: Optional[tuple[list[Chapter], Future]] = None
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-tokens")
-        self.counter = TokenCounter(tokenizer, use_fast=fast_counter)  # last: close() gives back what it changes
+        # Last: close() gives back what it changes.
+        self.counter = TokenCounter(tokenizer, use_fast=fast_counter, load_fast=load_fast)
 
     def close(self) -> None:
         self.counter.close()
@@ -188,12 +202,7 @@ class _Run:
     def read_all(self, files: list[tuple[Path, str]], progress_bar: Optional[bool]) -> None:
         from tqdm import tqdm
 
-        sizes = {}
-        for path, _ in files:
-            try:
-                sizes[path] = path.stat().st_size
-            except OSError:
-                sizes[path] = 0
+        sizes = {path: _size(path) for path, _ in files}
         bar = tqdm(total=sum(sizes.values()), unit="B", unit_scale=True, desc="prepare",
                    disable=None if progress_bar is None else not progress_bar)
         say = self.say

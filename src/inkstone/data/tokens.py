@@ -42,7 +42,9 @@ _FAST_LOCK = threading.Lock()
 
 
 class TokenCounter:
-    def __init__(self, tokenizer, use_fast: bool = True):
+    def __init__(self, tokenizer, use_fast: bool = True, load_fast: bool = True):
+        """use_fast: count with fastokens where it matches. load_fast: load it if this process
+        has not yet (False: use it only when already loaded, for jobs shorter than its loading)."""
         self.tokenizer = tokenizer
         source = getattr(tokenizer, "backend_tokenizer", None)
         backend = source
@@ -64,6 +66,8 @@ class TokenCounter:
             cached = _FAST.get(id(source))
             if cached is not None:
                 self._set_fast(cached[1])
+            elif not load_fast:
+                self._fast_ready.set()
             else:
                 threading.Thread(target=self._load_fast, args=(source,), name="fastokens-load", daemon=True).start()
         else:
