@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Optional
 
 STORY = "　　却说黛玉自那日弃舟登岸时，便有荣国府打发了轿子并拉行李的车辆久候了。"
 INSTRUCTION = "续写下文"
@@ -170,6 +171,7 @@ def run_serve_bench(cfg, levels: list[int], max_tokens: int = 64) -> dict:
                             "app_over_raw_tokens_per_s": round(ratio, 3) if ratio else None,
                             "api_over_raw_tokens_per_s": round(api_ratio, 3) if api_ratio else None,
                             "app_extra_ttft_ms_p50": round(extra_ttft, 1) if extra_ttft is not None else None})
+        gradio_phases = _gradio_profile()
     finally:
         if demo is not None:
             demo.close()
@@ -193,7 +195,18 @@ def run_serve_bench(cfg, levels: list[int], max_tokens: int = 64) -> dict:
             r["streams"]: round(r["raw"]["tokens_per_s"] / one["raw"]["tokens_per_s"], 2) for r in results}
         summary["app_over_naive_hf"] = {
             r["streams"]: round(r["app"]["tokens_per_s"] / naive["tokens_per_s"], 2) for r in results}
-    return {"summary": summary, "levels": results, "naive_hf": naive, "notes": notes, "time": time.time()}
+    out = {"summary": summary, "levels": results, "naive_hf": naive, "notes": notes, "time": time.time()}
+    if gradio_phases:
+        out["gradio_phases"] = gradio_phases
+    return out
+
+
+def _gradio_profile() -> Optional[dict]:
+    """Gradio's own per-phase timings of the app's jobs (queue wait, pre/postprocess, the
+    handler, streaming diffs), when the run has GRADIO_PROFILING=1."""
+    from gradio.profiling import PROFILING_ENABLED, collector
+
+    return collector.get_summary() if PROFILING_ENABLED else None
 
 
 if __name__ == "__main__":  # the app's clients, in their own process (see bench_app)

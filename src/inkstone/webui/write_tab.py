@@ -43,7 +43,9 @@ def write_stream(studio, story_text: str, instruction: str, temperature: float, 
                 yield out, status, prompt
             elif isinstance(ev, Text):
                 out += ev.text
-                yield out, status, prompt
+                # Only the text changes while streaming: skipping the other outputs saves the
+                # server their postprocessing on every update (it adds up with many writers).
+                yield out, gr.skip(), gr.skip()
             elif isinstance(ev, Finished):
                 rate = ev.output_tokens / ev.elapsed_s if ev.elapsed_s else 0.0
                 ttft = f"{ev.ttft_s * 1000:.0f} ms" if ev.ttft_s is not None else "—"
