@@ -15,7 +15,6 @@ import random
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -141,16 +140,9 @@ def _peak_rss() -> int:
 
 def _run_child(tokenizer_dir: Path, big: Path, work: Path) -> dict:
     """A separate interpreter, so its peak memory is prepare's alone (not this process's history)."""
-    import inkstone
+    from .child import run_json
 
-    env = dict(os.environ)
-    src = str(Path(inkstone.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.run([sys.executable, "-m", "inkstone.bench.prepare", str(tokenizer_dir), str(big), str(work)],
-                          env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"the prepare child process failed (exit code {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_json("inkstone.bench.prepare", tokenizer_dir, big, work, what="the prepare child process")
 
 
 def bench_prepare(corpus_path: Path, tokenizer, out_json: Optional[Path] = None, big_mb: float = 200,

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -70,16 +68,9 @@ def bench_app(url: str, streams: int, max_tokens: int) -> dict:
     """The app path, driven from a separate process as browsers would be: the clients'
     own work (one thread and event stream per job) then does not share the
     server's interpreter lock, only the CPU."""
-    import inkstone
+    from .child import run_json
 
-    env = dict(os.environ)
-    src = str(Path(inkstone.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.run([sys.executable, "-m", "inkstone.bench.serve", url, str(streams), str(max_tokens)],
-                          env=env, capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0:
-        raise RuntimeError(f"the app client process failed (exit code {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_json("inkstone.bench.serve", url, streams, max_tokens, what="the app client process", timeout=1800)
 
 
 def _app_clients(client, streams: int, max_tokens: int) -> dict:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from .child import run_json
 
 
 def _texts(corpus: Path, limit: int) -> list[str]:
@@ -82,12 +83,8 @@ def run_train_bench(model_path: Path, corpus: Path, steps: int = 6, batch: int =
                     lora_r: int = 8, four_bit: bool = True) -> dict:
     results = {}
     for mode in ("naive", "ours"):
-        cmd = [sys.executable, "-m", "inkstone.bench.train", mode, str(model_path), str(corpus), str(steps),
-               str(batch), str(seq), str(lora_r), str(int(four_bit))]
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
-        if proc.returncode != 0:
-            raise RuntimeError(f"bench train ({mode}) failed:\n{proc.stderr[-3000:]}")
-        results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+        results[mode] = run_json("inkstone.bench.train", mode, model_path, corpus, steps, batch, seq, lora_r,
+                                 int(four_bit), what=f"bench train ({mode})")
     return {
         "model": str(model_path), "steps": steps, "batch_size": batch, "max_seq_length": seq, "lora_r": lora_r,
         "four_bit": four_bit, "naive": results["naive"], "inkstone": results["ours"],
