@@ -6,8 +6,8 @@ import pytest
 from inkstone.data.chapters import HeadingMatcher, cn_to_int, split_chapters
 from inkstone.data.chunking import pack, span_tokens
 from inkstone.data.cleaning import Cleaner
-from inkstone.data.dedup import Deduper
-from inkstone.data.encoding import UndecodableError, detect, validate
+from inkstone.data.dedup import NOISE_RANGES, Deduper, paragraph_keys
+from inkstone.data.encoding import UndecodableError, detect, iter_lines, validate
 from inkstone.data.readers import FileIssues, discover, read_documents
 
 # Common simplified -> traditional pairs, enough to turn a corpus excerpt into Big5-encodable text.
@@ -194,6 +194,9 @@ def test_cleaning_normalises_whitespace_and_cuts_boilerplate():
     ])
     assert paras == ["第一段。", "第二段 有 空格。", "甲说。", "乙说。", "他笑道：“你看就懂了。”", "正文里的零宽字符。"]
     assert c.stats.boilerplate_lines == 4 and c.stats.boilerplate_cuts == 1
+    # Each rule's cheap pre-test lets through every text that its expression would cut.
+    lines = ["本章结束", "全文完", "未完待續", "跪求订阅", "拜求打賞！", "正文里夹着  双空格", "全角\u2003空格"]
+    assert Cleaner().paragraphs(lines) == ["正文里夹着 双空格", "全角 空格"]
     with pytest.raises(ValueError, match="not a valid regular expression"):
         Cleaner(["(unclosed"])
 
@@ -208,6 +211,29 @@ def test_duplicates_exact_and_near():
     mixed = ["全新的段落一，内容足够长，不会被误判。", a[3], "短句。", "短句。"]
     assert d.filter(mixed) == ["全新的段落一，内容足够长，不会被误判。", "短句。", "短句。"]
     assert (d.stats.chapters_exact, d.stats.chapters_near, d.stats.paragraphs) == (1, 1, 1)
+
+
+def test_paragraph_keys_drop_spacing_and_punctuation_and_lower_case():
+    assert paragraph_keys("“你好，World！”\n  Ａｂｃ ÄÖ…\n\n第三段") == ["你好world", "ａｂｃäö", "", "第三段"]
+    # The table agrees with a plain character-by-character definition on the whole BMP.
+    noise = {c for first, last in NOISE_RANGES for c in range(first, last + 1)}
+    bmp = "".join(chr(c) for c in range(0x10000) if c != 0x0A)
+    expected = "".join(ch.lower() if len(ch.lower()) == 1 else ch for ch in bmp if ord(ch) not in noise)
+    assert paragraph_keys(bmp) == [expected]
+    assert paragraph_keys("a\ud800b 😀") == ["a\ud800b😀"]  # a lone surrogate from JSON does not break it
+
+
+def test_iter_lines_reads_blocks_with_any_newline_and_caps_long_lines(tmp_path):
+    f = tmp_path / "lines.txt"
+    f.write_bytes(("甲\r\n乙\r丙\n\n" + "长" * 2500 + "\r\n末").encode("utf-8"))
+    seen = []
+    lines = list(iter_lines(f, "utf-8", on_bytes=seen.append, max_line=1000))
+    assert lines[:4] == ["甲", "乙", "丙", ""] and lines[-1] == "末"
+    assert "".join(lines[4:-1]) == "长" * 2500 and max(map(len, lines)) <= 1000
+    assert sum(seen) == f.stat().st_size  # the progress bar hears of every byte
+    g = tmp_path / "g.txt"
+    g.write_text("一\n二\n", encoding="utf-8")
+    assert list(iter_lines(g, "utf-8")) == ["一", "二"]  # no empty line after the last newline
 
 
 # -- chunk packing ---------------------------------------------------------------------------------------

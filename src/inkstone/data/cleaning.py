@@ -22,14 +22,16 @@ from typing import Iterable, Sequence
 # literal-prefix scan and runs ~20x slower on Chinese text. The tests matter most
 # for expressions that start with an optional part (no literal prefix to scan for).
 _ENDINGS = "本章完|本章结束|本章結束|全文完|未完待续|未完待續"
-_ENDING_WORDS = tuple(_ENDINGS.split("|"))
+_ENDING_STEMS = ("本章", "全文完", "未完待")  # every ending starts with one: three scans, not six
+_ASKED_FOR = "(?:月票|推荐票|推薦票|收藏|订阅|訂閱|打赏|打賞|票票|评论|评价)"
 BOILERPLATE_RULES: list[tuple[str, object]] = [
     (r"(?:[Hh][Tt][Tt][Pp][Ss]?://|[Ww][Ww][Ww]\.)[A-Za-z0-9_./?=&%#:~+-]+",
      lambda t: "://" in t or "www." in t or "WWW." in t),
     (r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.(?:com|net|org|cc|cn|me|la|info|tw|xyz|io|vip|top|co|COM|NET|CC)\b"
      r"(?:/[A-Za-z0-9_./?=&%#-]*)?", re.compile(r"\.[A-Za-z]").search),
-    (rf"[(（\[【]?\s*(?:{_ENDINGS})\s*[)）\]】]?", lambda t: any(w in t for w in _ENDING_WORDS)),
-    (r"(?:求|跪求|拜求)(?:月票|推荐票|推薦票|收藏|订阅|訂閱|打赏|打賞|票票|评论|评价)[！!~～。，,、\s]*", lambda t: "求" in t),
+    (rf"[(（\[【]?\s*(?:{_ENDINGS})\s*[)）\]】]?", lambda t: any(w in t for w in _ENDING_STEMS)),
+    # "求" alone is common in prose; the test, with its literal prefix, is scanned for fast.
+    (rf"(?:求|跪求|拜求){_ASKED_FOR}[！!~～。，,、\s]*", re.compile(f"求{_ASKED_FOR}").search),
     (r"(?:天才一秒记住|一秒记住|请记住本书首发|本书首发|首发域名|最新章节|最快更新|更新最快|无弹窗|無彈窗|手机阅读|"
      r"手机用户请|笔趣阁|筆趣閣|顶点小说|頂點小說|txt下载|TXT下载|全文阅读|免费阅读|百度搜索|章节错误|点此举报|"
      r"加入书签|投推荐票|请收藏本站|本站地址|小说网|小說網)[^\n。！？!?]{0,40}[。！？!?]*", None),
@@ -42,7 +44,8 @@ _ZERO_WIDTH = re.compile(f"[{_ZERO_WIDTH_CHARS}]")
 _STRIP = " \t\xa0\u3000\u2002\u2003\u2009\u202f\u205f"
 # Runs of indent-like spaces inside a line mark glued paragraphs: two full-width or four ASCII.
 _GLUED = re.compile(r"\u3000[\u3000 \t\xa0]*\u3000|[ \t\xa0]{4,}")
-_ODD_SPACE = re.compile(r"  |[\u3000\t\xa0\u2002-\u200a\u202f\u205f]")
+# Spaces that the per-line pass must look at (a double ASCII space counts too).
+_ODD_SPACE_CHARS = "\u3000\t\xa0" + "".join(map(chr, range(0x2002, 0x200B))) + "\u202f\u205f"
 _SPACES = re.compile(r"[ \t\xa0\u3000\u2002-\u200a\u202f\u205f]+")
 _WORD = re.compile(r"[^\W_]")
 
@@ -51,6 +54,11 @@ _WORD = re.compile(r"[^\W_]")
 class CleanStats:
     boilerplate_lines: int = 0  # lines dropped whole
     boilerplate_cuts: int = 0  # matches cut out of lines that kept some text
+
+
+def _has_odd_space(text: str) -> bool:
+    # One substring scan per character: several times faster than a character-class search.
+    return "  " in text or any(c in text for c in _ODD_SPACE_CHARS)
 
 
 class Cleaner:
@@ -78,11 +86,11 @@ class Cleaner:
         if hits:
             text = self._cut_boilerplate(text, hits)
         lines = [ln for ln in (x.strip(_STRIP) for x in text.split("\n")) if ln]
-        if not _ODD_SPACE.search("\n".join(lines)):
+        if not _has_odd_space("\n".join(lines)):
             return lines
         out = []
         for ln in lines:
-            if _ODD_SPACE.search(ln):
+            if _has_odd_space(ln):
                 for piece in _GLUED.split(ln):
                     piece = _SPACES.sub(" ", piece).strip()
                     if piece:

@@ -215,28 +215,34 @@ def open_text(path: Path, encoding: str) -> io.TextIOWrapper:
     return io.TextIOWrapper(raw, encoding=encoding, errors="strict", newline=None)
 
 
-def iter_lines(path: Path, encoding: str, on_bytes=None, every: int = 1 << 20,
-               max_line: int = 1 << 20) -> Iterator[str]:
-    """Lines without their newline; `on_bytes(n)` hears about consumed bytes about every `every` bytes.
+def iter_lines(path: Path, encoding: str, on_bytes=None, max_line: int = 1 << 20) -> Iterator[str]:
+    """Lines without their newline; `on_bytes(n)` hears about consumed bytes after each block.
 
-    A line longer than `max_line` characters comes in pieces, so a file without
-    newlines is still read in bounded memory.
+    Text is decoded in blocks of `max_line // 2` characters and split in C, not read
+    line by line (several times faster on short novel lines). A line longer than
+    `max_line` characters comes in pieces, so a file without newlines is still read
+    in bounded memory.
     """
+    half = max(max_line // 2, 1)
     with open_text(path, encoding) as fh:
         raw = fh.buffer
         seen = 0
-        readline = fh.readline
-        i = 0
+        tail = ""  # the unfinished last line of the blocks so far: at most `half` characters
         while True:
-            line = readline(max_line)
-            if not line:
+            block = fh.read(half)
+            if not block:
                 break
-            yield line[:-1] if line[-1] == "\n" else line
-            i += 1
-            if on_bytes and not i & 1023:
+            lines = (tail + block).split("\n")
+            tail = lines.pop()
+            yield from lines  # each at most tail + block <= max_line characters
+            while len(tail) > half:
+                yield tail[:half]
+                tail = tail[half:]
+            if on_bytes:
                 pos = raw.tell()
-                if pos - seen >= every:
-                    on_bytes(pos - seen)
-                    seen = pos
+                on_bytes(pos - seen)
+                seen = pos
+        if tail:
+            yield tail
         if on_bytes:
-            on_bytes(Path(path).stat().st_size - seen)
+            on_bytes(max(Path(path).stat().st_size - seen, 0))
