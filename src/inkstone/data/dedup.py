@@ -30,8 +30,11 @@ def _key_table() -> np.ndarray:
     """Code point -> its key code point (lower-cased) or _DROP. Lower-casing covers the
     Basic Multilingual Plane (where nearly all cased letters are); built once per process."""
     table = np.arange(0x110000, dtype=np.uint32)
-    lowered = [ord(low) if len(low := chr(c).lower()) == 1 else c for c in range(0x10000)]
-    table[:0x10000] = lowered
+    # All of the BMP lower-cased in one call. Only U+0130 (İ) lowers to two characters:
+    # it is kept as it is, so the result stays one code point per code point.
+    bmp = table[:0x10000].tobytes().decode("utf-32-le", "surrogatepass").replace("\u0130", "\0").lower()
+    table[:0x10000] = np.frombuffer(bmp.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    table[0x130] = 0x130
     for first, last in NOISE_RANGES:
         table[first:last + 1] = _DROP
     return table
