@@ -234,6 +234,21 @@ def test_iter_lines_reads_blocks_with_any_newline_and_caps_long_lines(tmp_path):
     g = tmp_path / "g.txt"
     g.write_text("一\n二\n", encoding="utf-8")
     assert list(iter_lines(g, "utf-8")) == ["一", "二"]  # no empty line after the last newline
+    # Lines of every length around the block size come back whole, however blocks cut them.
+    rows = ["x" * n for n in (0, 1, 63, 64, 65, 127, 128, 129, 300, 1000)] * 3
+    h = tmp_path / "h.txt"
+    h.write_text("\n".join(rows), encoding="utf-8")
+    assert list(iter_lines(h, "utf-8", max_line=10_000, block_chars=64)) == rows
+
+
+def test_jsonl_record_longer_than_a_read_block_is_read_whole(tmp_path):
+    book = "　　" + "宝玉笑道：“这个妹妹我曾见过的。”" * 70_000  # 1.2 M characters on one line
+    f = tmp_path / "books.jsonl"
+    f.write_text(json.dumps({"title": "红楼梦", "content": book}, ensure_ascii=False) + "\n"
+                 + json.dumps({"title": "短篇", "content": "正文。"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    docs, issues = _docs(f, "jsonl")
+    assert [d[0] for d in docs] == ["红楼梦", "短篇"] and not issues.problems
+    assert docs[0][2] == book
 
 
 # -- chunk packing ---------------------------------------------------------------------------------------

@@ -215,34 +215,43 @@ def open_text(path: Path, encoding: str) -> io.TextIOWrapper:
     return io.TextIOWrapper(raw, encoding=encoding, errors="strict", newline=None)
 
 
-def iter_lines(path: Path, encoding: str, on_bytes=None, max_line: int = 1 << 20) -> Iterator[str]:
+def iter_lines(path: Path, encoding: str, on_bytes=None, max_line: int = 1 << 20,
+               block_chars: int = 1 << 20) -> Iterator[str]:
     """Lines without their newline; `on_bytes(n)` hears about consumed bytes after each block.
 
-    Text is decoded in blocks of `max_line // 2` characters and split in C, not read
-    line by line (several times faster on short novel lines). A line longer than
-    `max_line` characters comes in pieces, so a file without newlines is still read
-    in bounded memory.
+    Text is decoded in blocks and split in C, not read line by line (several
+    times faster on short novel lines). A line longer than `max_line`
+    characters comes in pieces, so a file without newlines is still read in
+    bounded memory.
     """
-    half = max(max_line // 2, 1)
+    block_chars = max(1, min(block_chars, max_line // 2))
+    room = max_line - block_chars  # an unfinished line kept between blocks is at most this long
     with open_text(path, encoding) as fh:
         raw = fh.buffer
         seen = 0
-        tail = ""  # the unfinished last line of the blocks so far: at most `half` characters
-        while True:
-            block = fh.read(half)
-            if not block:
-                break
-            lines = (tail + block).split("\n")
-            tail = lines.pop()
-            yield from lines  # each at most tail + block <= max_line characters
-            while len(tail) > half:
-                yield tail[:half]
-                tail = tail[half:]
+        start: list[str] = []  # the unfinished line, in pieces: no copying per block while it grows
+        start_len = 0
+        while block := fh.read(block_chars):
+            if "\n" in block:
+                lines = block.split("\n")
+                if start:
+                    lines[0] = "".join(start) + lines[0]  # at most room + block_chars = max_line
+                tail = lines.pop()
+                yield from lines
+                start, start_len = [tail], len(tail)
+            else:
+                start.append(block)
+                start_len += len(block)
+            if start_len > room:
+                line = "".join(start)
+                cut = len(line) - len(line) % room
+                yield from (line[i:i + room] for i in range(0, cut, room))
+                start, start_len = [line[cut:]], len(line) - cut
             if on_bytes:
                 pos = raw.tell()
                 on_bytes(pos - seen)
                 seen = pos
-        if tail:
-            yield tail
+        if start_len:
+            yield "".join(start)
         if on_bytes:
             on_bytes(max(Path(path).stat().st_size - seen, 0))

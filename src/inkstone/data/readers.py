@@ -28,6 +28,9 @@ TITLE_FIELDS = ("title", "chapter", "chapter_title", "name", "标题")
 BOOK_FIELDS = ("book", "book_title", "novel", "书名")
 META_FIELDS = ("author", "genre", "tags")
 READ_CHARS = 1 << 20
+# A JSON line is parsed whole, so it is read whole up to this many characters (a whole
+# book in one record is common); a longer one comes in pieces and is reported as broken.
+JSONL_MAX_LINE = 64 << 20
 MAX_LISTED = 100  # problems listed per file in the report; the rest are counted
 
 
@@ -121,7 +124,7 @@ def record_document(rec, path: Path, line: Optional[int], issues: FileIssues,
 
 
 def _jsonl_records(path, encoding, issues, on_bytes):
-    for lineno, line in enumerate(iter_lines(path, encoding, on_bytes), 1):
+    for lineno, line in enumerate(iter_lines(path, encoding, on_bytes, max_line=JSONL_MAX_LINE), 1):
         if not line.strip():
             continue
         try:
