@@ -94,6 +94,15 @@ def test_bad_files_are_skipped_with_reasons_and_the_rest_is_read(tmp_path, corpu
     assert {Path(f["file"]).name: f["chapters"] for f in report.files} == {"good.txt": 3, "broken.jsonl": 2}
 
 
+def test_a_lone_surrogate_in_a_json_record_does_not_stop_the_run(tmp_path, tiny_tokenizer):
+    f = tmp_path / "book.jsonl"
+    f.write_text("".join(json.dumps({"title": f"第{i}章", "content": f"这是正文{i}，" + ("\ud800" if i == 2 else "")
+                                     + "足够长的一段。"}) + "\n" for i in range(1, 5)), encoding="utf-8")
+    report, rows, _ = run(tmp_path, [f], tiny_tokenizer, chunk_size=64, overlap=8, val_split=0)
+    assert report.chapters == 4 and [e["line"] for e in report.errors] == [2]
+    assert any("\ufffd" in r["text"] for r in rows["train"])
+
+
 def test_nothing_usable_is_a_clear_error(tmp_path, tiny_tokenizer):
     (tmp_path / "empty.txt").write_bytes(b"")
     with pytest.raises(PrepareError, match="(?s)no usable text.*empty file"):

@@ -112,6 +112,17 @@ def test_jsonl_broken_line_is_reported_and_the_rest_read(tmp_path):
     assert len(issues.problems) == 1 and issues.problems[0]["reason"].startswith(f"{f}:2: not valid JSON")
 
 
+def test_lone_surrogate_escapes_are_replaced_and_reported(tmp_path):
+    """JSON may escape half of a surrogate pair (\\ud800): no tokenizer or UTF-8 file takes that."""
+    f = tmp_path / "novel.jsonl"
+    f.write_text('{"title": "第一章 \\udc00", "content": "正文\\ud800里面。", "tags": ["a\\udfff"]}\n'
+                 '{"title": "第二章", "content": "配对的代理 \\ud83d\\ude00 没问题。"}\n', encoding="utf-8")
+    docs, issues = _docs(f, "jsonl")
+    assert [(d[1], d[2]) for d in docs] == [("第一章 \ufffd", "正文\ufffd里面。"), ("第二章", "配对的代理 😀 没问题。")]
+    assert docs[0][3]["tags"] == ["a\ufffd"]
+    assert [p["line"] for p in issues.problems] == [1] and "surrogate" in issues.problems[0]["reason"]
+
+
 def test_json_array_is_streamed_and_a_broken_record_skipped(tmp_path):
     f = tmp_path / "books.json"
     recs = [{"title": "书甲", "content": "第一章 开端\n甲的正文。\n第二章 后来\n甲的后文。", "genre": "仙侠"},

@@ -109,6 +109,10 @@ def record_document(rec, path: Path, line: Optional[int], issues: FileIssues,
         issues.no_text += 1
         issues.add(line, f"no text field (one of {', '.join(TEXT_FIELDS)})")
         return None
+    if _has_lone_surrogate(rec):
+        issues.add(line, "unpaired UTF-16 surrogate escape (such as \\ud800) replaced by U+FFFD")
+        rec = _replace_lone_surrogates(rec)
+        content = next(rec[k] for k in TEXT_FIELDS if isinstance(rec.get(k), str))
     title = next((str(rec[k]).strip() for k in TITLE_FIELDS if rec.get(k)), None)
     book = next((str(rec[k]).strip() for k in BOOK_FIELDS if rec.get(k)), None)
     meta = {k: rec[k] for k in META_FIELDS if rec.get(k) not in (None, "", [])}
@@ -121,6 +125,30 @@ def record_document(rec, path: Path, line: Optional[int], issues: FileIssues,
     else:
         book, first_title = title or path.stem, None
     return Document(book=book, lines=content.splitlines(), first_title=first_title, meta=meta)
+
+
+# JSON's \\ud800 escapes decode to lone surrogates, which no tokenizer or UTF-8 writer takes.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_lone_surrogate(value) -> bool:
+    if isinstance(value, str):
+        return _LONE_SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(map(_has_lone_surrogate, value.values()))
+    if isinstance(value, list):
+        return any(map(_has_lone_surrogate, value))
+    return False
+
+
+def _replace_lone_surrogates(value):
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {k: _replace_lone_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_lone_surrogates(v) for v in value]
+    return value
 
 
 def _jsonl_records(path, encoding, issues, on_bytes):
