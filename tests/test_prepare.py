@@ -1,5 +1,6 @@
 """The prepare stage end to end on real files, with the tiny model's real BPE tokenizer."""
 import json
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -80,18 +81,30 @@ def test_bad_files_are_skipped_with_reasons_and_the_rest_is_read(tmp_path, corpu
         + json.dumps({"title": "第3章 三", "content": "第三章的正文内容。" * 10}, ensure_ascii=False) + "\n",
         encoding="utf-8")
     (raw / "cover.jpg").write_bytes(b"\xff\xd8\xff")
+    (raw / "renamed.xlsx").write_bytes(good)  # text under a workbook's name
+    zipfile.ZipFile(raw / "hollow.xlsx", "w").writestr("readme.txt", "a ZIP, but no workbook inside")
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    wb.active.append(["title", "content"])
+    for i in (5, 6):
+        wb.active.append([f"第{i}回", chapters_of(corpus, i, i).split("\n", 1)[1]])
+    wb.save(raw / "chapters.xlsx")
     report, rows, _ = run(tmp_path, [raw], tiny_tokenizer, chunk_size=256)
 
     reasons = {Path(s["file"]).name: s for s in report.skipped}
     assert set(reasons) == {"corrupt.txt", "empty.txt", "blank.txt", "image.txt", "nul.txt", "notext.jsonl",
-                            "cover.jpg"}
+                            "cover.jpg", "renamed.xlsx", "hollow.xlsx"}
+    assert "not an Excel workbook" in reasons["renamed.xlsx"]["reason"]
+    assert "not a readable Excel workbook" in reasons["hollow.xlsx"]["reason"]
     assert reasons["corrupt.txt"]["byte_offset"] == cut and f"byte offset {cut}" in reasons["corrupt.txt"]["reason"]
     assert "empty" in reasons["empty.txt"]["reason"] and "empty" in reasons["blank.txt"]["reason"]
     assert "binary" in reasons["image.txt"]["reason"] and "binary" in reasons["nul.txt"]["reason"]
     assert "no text field" in reasons["notext.jsonl"]["reason"]
     assert "unsupported" in reasons["cover.jpg"]["reason"]
     assert [e["reason"].split(": ")[0] for e in report.errors] == [f"{raw / 'broken.jsonl'}:2"]
-    assert {Path(f["file"]).name: f["chapters"] for f in report.files} == {"good.txt": 3, "broken.jsonl": 2}
+    assert {Path(f["file"]).name: f["chapters"] for f in report.files} == {"good.txt": 3, "broken.jsonl": 2,
+                                                                           "chapters.xlsx": 2}
 
 
 def test_a_lone_surrogate_in_a_json_record_does_not_stop_the_run(tmp_path, tiny_tokenizer):

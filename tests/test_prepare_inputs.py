@@ -1,5 +1,6 @@
 """prepare's building blocks on real files: encodings, formats, chapters, cleaning, duplicates, chunk packing."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -149,6 +150,32 @@ def test_csv_with_multiline_cells(tmp_path):
     assert docs[0][3] == {"author": "甲"} and not issues.problems
 
 
+def test_excel_workbook_rows_are_records(tmp_path):
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "章节"
+    ws.append([])  # a blank row before the header
+    ws.append(["Title", "Content", "Author", "字数"])
+    ws.append(["第1章 起", "第一段。\n第二段。", "甲", 8])
+    ws.append([None, None, None, None])
+    ws.append(["第2章 承", "又一段。", "甲", 4])
+    ws.append(["第3章 转", None, "甲", 0])  # a row without its text
+    notes = wb.create_sheet("备注")
+    notes.append(["说明", "日期"])
+    notes.append(["这一页没有正文列", "2024-01-01"])
+    f = tmp_path / "book.xlsx"
+    wb.save(f)
+    issues = FileIssues(f)
+    docs = list(read_documents(f, "xlsx", "utf-8", issues))
+    assert [(d.first_title, "\n".join(d.lines), d.meta) for d in docs] == [
+        ("第1章 起", "第一段。\n第二段。", {"author": "甲"}), ("第2章 承", "又一段。", {"author": "甲"})]
+    assert issues.records == 3 and issues.no_text == 2
+    assert [p["line"] for p in issues.problems] == ["章节!6", "备注!1"]
+    assert issues.problems[0]["reason"].startswith(f"{f}:章节!6: no text field")
+
+
 def test_records_without_text_field_are_counted(tmp_path):
     f = tmp_path / "meta.jsonl"
     f.write_text('{"title": "a", "author": "b"}\n{"name": "c"}\n', encoding="utf-8")
@@ -158,11 +185,14 @@ def test_records_without_text_field_are_counted(tmp_path):
 
 def test_discover_recurses_and_skips_unsupported(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
-    for name in ("a/one.txt", "a/b/two.jsonl", "a/b/three.JSON", "cover.jpg", ".hidden.txt"):
+    for name in ("a/one.txt", "a/b/two.jsonl", "a/b/three.JSON", "a/four.xlsx", "cover.jpg", "old.xls", ".hidden.txt"):
         (tmp_path / name).write_text("x", encoding="utf-8")
     files, skipped = discover([tmp_path])
-    assert [(f.name, fmt) for f, fmt in files] == [("three.JSON", "json"), ("two.jsonl", "jsonl"), ("one.txt", "txt")]
-    assert [s["file"].endswith("cover.jpg") for s in skipped] == [True] and "unsupported" in skipped[0]["reason"]
+    assert [(f.name, fmt) for f, fmt in files] == [("three.JSON", "json"), ("two.jsonl", "jsonl"),
+                                                   ("four.xlsx", "xlsx"), ("one.txt", "txt")]
+    reasons = {Path(s["file"]).name: s["reason"] for s in skipped}
+    assert set(reasons) == {"cover.jpg", "old.xls"} and "unsupported" in reasons["cover.jpg"]
+    assert "save it as .xlsx or .csv" in reasons["old.xls"]
 
 
 # -- chapters -------------------------------------------------------------------------------------

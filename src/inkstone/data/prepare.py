@@ -28,7 +28,7 @@ from .chapters import RawChapter, split_chapters
 from .chunking import Span, pack, paragraph_limit, span_tokens, split_long
 from .cleaning import Cleaner
 from .dedup import Deduper
-from .encoding import SAMPLE_BYTES, UndecodableError, detect, validate
+from .encoding import SAMPLE_BYTES, Detection, UndecodableError, detect, validate
 from .errors import PrepareError
 from .instruct import CONTINUE, DEFAULT_SYSTEM, PromptMaker, resolve_prompt_format, story_tail
 from .output import AtomicOutputs
@@ -232,9 +232,14 @@ class _Run:
                 sample = fh.read(SAMPLE_BYTES)
             if not sample.strip():
                 return self._skip(path, "empty file (only whitespace)")
-            det = detect(path, sample, size)
-            if len(sample) < size:
-                validate(path, det.encoding)
+            if fmt == "xlsx":  # a ZIP of XML parts, read by openpyxl: no text encoding to detect
+                if not sample.startswith(b"PK\x03\x04"):
+                    return self._skip(path, "not an Excel workbook: an .xlsx file is a ZIP archive, this one is not")
+                det = Detection("utf-8", "xlsx workbook", 1.0)
+            else:
+                det = detect(path, sample, size)
+                if len(sample) < size:
+                    validate(path, det.encoding)
         except UndecodableError as exc:
             reason = str(exc).split(": ", 1)[-1]
             return self._skip(path, reason, **({"byte_offset": exc.offset} if exc.offset is not None else {}))

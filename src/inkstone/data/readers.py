@@ -1,12 +1,14 @@
 """Find input files and read each format into documents (a book's lines plus metadata).
 
 Formats: plain text (.txt/.text/.md), JSON arrays (.json, streamed record by
-record), JSON lines (.jsonl/.ndjson) and CSV/TSV, with records holding
+record), JSON lines (.jsonl/.ndjson), CSV/TSV and Excel workbooks (.xlsx/.xlsm,
+every sheet, first non-empty row as header), with records holding
 `content` (or `text`/`body`), `title`, `author`, `genre`, `tags`, and
 optionally `book`. A record whose title looks like a chapter heading (or that
 names its book) is a chapter of that book; otherwise it is a book of its own.
 Problems inside a file (a broken JSON line, a record without text) are
-recorded in `issues` with file:line and the rest of the file is still read.
+recorded in `issues` with file:line (file:sheet!row in a workbook) and the
+rest of the file is still read.
 """
 from __future__ import annotations
 
@@ -22,7 +24,11 @@ from .encoding import iter_lines, open_text
 from .errors import PrepareError
 
 FORMATS = {".txt": "txt", ".text": "txt", ".md": "txt", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl",
-           ".csv": "csv", ".tsv": "tsv"}
+           ".csv": "csv", ".tsv": "tsv", ".xlsx": "xlsx", ".xlsm": "xlsx"}
+# What to do with files that hold novels in a format not read here.
+CONVERT_HINTS = {".xls": "a legacy Excel workbook: save it as .xlsx or .csv",
+                 ".doc": "a Word document: save it as .txt", ".docx": "a Word document: save it as .txt",
+                 ".epub": "an e-book: convert it to .txt", ".pdf": "a PDF: convert it to .txt"}
 TEXT_FIELDS = ("content", "text", "body", "正文", "内容")
 TITLE_FIELDS = ("title", "chapter", "chapter_title", "name", "标题")
 BOOK_FIELDS = ("book", "book_title", "novel", "书名")
@@ -51,7 +57,7 @@ class FileIssues:
     no_text: int = 0
     not_listed: int = 0  # problems beyond MAX_LISTED, only counted
 
-    def add(self, line: Optional[int], reason: str) -> None:
+    def add(self, line: Optional[int | str], reason: str) -> None:
         if len(self.problems) >= MAX_LISTED:
             self.not_listed += 1
             return
@@ -75,6 +81,8 @@ def discover(inputs: Iterable[Path]) -> tuple[list[tuple[Path, str]], list[dict]
             fmt = FORMATS.get(f.suffix.lower())
             if fmt:
                 files.append((f, fmt))
+            elif f.suffix.lower() in CONVERT_HINTS:
+                skipped.append({"file": str(f), "reason": CONVERT_HINTS[f.suffix.lower()]})
             else:
                 skipped.append({"file": str(f), "reason": f"unsupported file type {f.suffix or '(no extension)'!r}; "
                                                           f"expected one of {', '.join(sorted(FORMATS))}"})
@@ -90,6 +98,8 @@ def read_documents(path: Path, fmt: str, encoding: str, issues: FileIssues, on_b
         records = _jsonl_records(path, encoding, issues, on_bytes)
     elif fmt == "json":
         records = _json_records(path, encoding, issues, on_bytes)
+    elif fmt == "xlsx":
+        records = _xlsx_records(path, issues)
     else:
         records = _csv_records(path, encoding, issues, on_bytes, delimiter="\t" if fmt == "tsv" else ",")
     for line, rec in records:
@@ -289,3 +299,35 @@ def _csv_records(path, encoding, issues, on_bytes, delimiter=","):
             on_bytes(size)
     finally:
         csv.field_size_limit(limit)
+
+
+def _xlsx_records(path: Path, issues: FileIssues):
+    """Rows of every sheet as records, keyed by the sheet's header row (openpyxl's read-only
+    mode streams the rows; the text itself sits in the workbook's shared-strings table)."""
+    from zipfile import BadZipFile
+
+    from openpyxl import load_workbook
+
+    try:
+        book = load_workbook(path, read_only=True, data_only=True)
+    except (BadZipFile, KeyError, OSError, ValueError) as exc:  # what openpyxl raises for a broken workbook
+        issues.add(None, f"not a readable Excel workbook ({type(exc).__name__}: {exc})")
+        return
+    try:
+        for sheet in book.worksheets:
+            header = None
+            for row_number, row in enumerate(sheet.iter_rows(values_only=True), 1):
+                cells = ["" if v is None else str(v) for v in row]
+                if not any(c.strip() for c in cells):
+                    continue
+                where = f"{sheet.title}!{row_number}"
+                if header is None:
+                    header = [c.strip().lower() for c in cells]
+                    if not any(h in TEXT_FIELDS for h in header):
+                        issues.add(where, f"no text column (one of {', '.join(TEXT_FIELDS)}) in header {cells}")
+                        issues.no_text += 1
+                        break  # the next sheet may have one
+                    continue
+                yield where, {h: str(v) for h, v in zip(header, row) if h and v is not None}  # empty cell: no field
+    finally:
+        book.close()
