@@ -124,6 +124,24 @@ def test_lone_surrogate_escapes_are_replaced_and_reported(tmp_path):
     assert [p["line"] for p in issues.problems] == [1] and "surrogate" in issues.problems[0]["reason"]
 
 
+def test_json_nested_too_deeply_is_reported_not_raised(tmp_path):
+    deep = "[" * 100_000 + "]" * 100_000
+    good = json.dumps({"title": "第1章 一", "content": "正文。"}, ensure_ascii=False)
+    f = tmp_path / "deep.jsonl"
+    f.write_text(f"{deep}\n{good}\n", encoding="utf-8")
+    docs, issues = _docs(f, "jsonl")
+    assert [d[1] for d in docs] == ["第1章 一"] and [p["line"] for p in issues.problems] == [1]
+    assert "nested too deeply" in issues.problems[0]["reason"]
+    g = tmp_path / "deep.json"
+    g.write_text(f"[\n{good},\n{{\"content\": {deep}}},\n{good.replace('1', '2')}\n]", encoding="utf-8")
+    docs, issues = _docs(g, "json")
+    assert [d[1] for d in docs] == ["第1章 一", "第2章 一"] and [p["line"] for p in issues.problems] == [3]
+    h = tmp_path / "one.json"
+    h.write_text(deep, encoding="utf-8")
+    docs, issues = _docs(h, "json")
+    assert docs == [] and "nested too deeply" in issues.problems[0]["reason"]
+
+
 def test_json_array_is_streamed_and_a_broken_record_skipped(tmp_path):
     f = tmp_path / "books.json"
     recs = [{"title": "书甲", "content": "第一章 开端\n甲的正文。\n第二章 后来\n甲的后文。", "genre": "仙侠"},

@@ -169,9 +169,12 @@ def _jsonl_records(path, encoding, issues, on_bytes):
             yield lineno, json.loads(line)
         except json.JSONDecodeError as exc:
             issues.add(lineno, f"not valid JSON ({exc.msg} at column {exc.colno}); line skipped")
+        except RecursionError:
+            issues.add(lineno, f"{TOO_DEEP}; line skipped")
 
 
 _RESYNC = re.compile(r"\}\s*,\s*(?=\{)")
+TOO_DEEP = "JSON nested too deeply to read (thousands of levels: not a novel record)"
 
 
 def _json_records(path, encoding, issues, on_bytes):
@@ -224,6 +227,8 @@ def _json_records(path, encoding, issues, on_bytes):
                 yield lineno(), json.loads(buf[pos:])
             except json.JSONDecodeError as exc:
                 issues.add(line + exc.lineno - 1, f"not valid JSON ({exc.msg} at column {exc.colno})")
+            except RecursionError:
+                issues.add(lineno(), TOO_DEEP)
             return
         pos += 1
         while True:
@@ -236,15 +241,17 @@ def _json_records(path, encoding, issues, on_bytes):
             start_line = lineno()
             try:
                 obj, end = decoder.raw_decode(buf, pos)
-            except json.JSONDecodeError as exc:
-                incomplete = exc.msg.startswith("Unterminated string") or exc.pos >= len(buf) - 1
+            except (json.JSONDecodeError, RecursionError) as exc:
+                too_deep = isinstance(exc, RecursionError)
+                incomplete = not too_deep and (exc.msg.startswith("Unterminated string") or exc.pos >= len(buf) - 1)
                 if incomplete and more(len(buf) - pos):  # grow geometrically: linear time for big records
                     continue
-                at = line + buf.count("\n", 0, exc.pos)
-                m = _RESYNC.search(buf, exc.pos)
+                where = pos if too_deep else exc.pos
+                at = line + buf.count("\n", 0, where)
+                m = _RESYNC.search(buf, where)
                 while m is None and more():
                     m = _RESYNC.search(buf, pos)
-                issues.add(at, f"not valid JSON ({exc.msg}); record skipped")
+                issues.add(at, f"{TOO_DEEP}; record skipped" if too_deep else f"not valid JSON ({exc.msg}); record skipped")
                 if m is None:
                     return
                 pos = m.end()
