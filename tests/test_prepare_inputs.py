@@ -233,6 +233,9 @@ def test_split_chapters_keeps_titles_and_merges_volume_headings():
     assert [c.title for c in chs] == ["测试书", "第一卷 风起 第一章 少年", "第二章 离家"]
     assert [len([x for x in c.lines if x.strip()]) for c in chs] == [1, 1, 2]
     assert [c.title for c in split_chapters(["没有标题的一段。", "又一段。"], "无题")] == ["无题"]
+    md = ["# 第一章 开端", "正文一。", "## Chapter 2: Home", "正文二。", "#话题标签不是标题。"]
+    assert [(c.title, c.lines) for c in split_chapters(md, "md")] == [
+        ("第一章 开端", ["正文一。"]), ("Chapter 2: Home", ["正文二。", "#话题标签不是标题。"])]
 
 
 def test_long_heading_less_book_is_cut_into_sections():

@@ -2,7 +2,8 @@
 
 Headings: 第X章/回/节/卷/集/部/篇/话 with Chinese or Arabic numerals, `Chapter N`,
 序章/楔子/尾声/番外..., and numbered headings ("12. 标题", "十二、标题") when their
-numbers run in sequence (so a numbered list inside the prose is not a heading).
+numbers run in sequence (so a numbered list inside the prose is not a heading);
+each may follow Markdown's `#` marks.
 A heading is a short line that does not end like a sentence. A book without
 headings is one chapter; a chapter longer than `max_chars` is cut (on a line)
 into sections that carry its title but do not repeat it in the text, so a
@@ -113,6 +114,8 @@ def split_chapters(lines: Iterable[str], book: str, *, first_title: Optional[str
     size = 0
     for line in lines:
         stripped = line.strip(" \t\u3000\xa0\ufeff\u200b")
+        if stripped.startswith("#"):  # a Markdown heading ("## 第一章 ..."), as in .md files
+            stripped = stripped.lstrip("#").strip() or stripped
         if stripped and len(stripped) <= MAX_HEADING_CHARS and is_heading(stripped):
             title = " ".join(stripped.split())
             if pending_title:
