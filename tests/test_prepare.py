@@ -116,6 +116,22 @@ def test_a_lone_surrogate_in_a_json_record_does_not_stop_the_run(tmp_path, tiny_
     assert any("\ufffd" in r["text"] for r in rows["train"])
 
 
+def test_earlier_outputs_under_the_input_folder_are_not_read_again(tmp_path, corpus, tiny_tokenizer):
+    """`prepare --input data/` finds data/train and data/val: reading them back would put the
+    validation chunks into training."""
+    data = tmp_path / "data"
+    (data / "raw").mkdir(parents=True)
+    (data / "raw" / "book.txt").write_text(chapters_of(corpus, 1, 10), encoding="utf-8")
+    kw = dict(train_dir=data / "train", val_dir=data / "val", report_dir=data / "prepared", progress=None,
+              progress_bar=False, chunk_size=256, val_split=0.2)
+    first = prepare([data / "raw"], tiny_tokenizer, **kw)
+    again = prepare([data], tiny_tokenizer, **kw)
+    assert (again.chapters, again.train_chunks, again.val_chunks) == (first.chapters, first.train_chunks,
+                                                                       first.val_chunks)
+    assert sorted(Path(s["file"]).name for s in again.skipped) == ["instruct.jsonl", "instruct.jsonl",
+                                                                   "report.json", "train.jsonl", "val.jsonl"]
+
+
 def test_nothing_usable_is_a_clear_error(tmp_path, tiny_tokenizer):
     (tmp_path / "empty.txt").write_bytes(b"")
     with pytest.raises(PrepareError, match="(?s)no usable text.*empty file"):

@@ -69,7 +69,7 @@ def discover(inputs: Iterable[Path]) -> tuple[list[tuple[Path, str]], list[dict]
     """Every readable file under the inputs (recursively), with its format; unsupported ones as skipped."""
     files, skipped = [], []
     for p in inputs:
-        p = Path(p)
+        p = Path(p).expanduser()
         if p.is_dir():
             candidates = sorted(f for f in p.rglob("*") if f.is_file()
                                 and not any(part.startswith(".") for part in f.relative_to(p).parts))
