@@ -146,7 +146,7 @@ def _run_child(tokenizer_dir: Path, big: Path, work: Path) -> dict:
 
 
 def bench_prepare(corpus_path: Path, tokenizer, out_json: Optional[Path] = None, big_mb: float = 200,
-                  repeats: int = 3) -> dict:
+                  repeats: int = 7) -> dict:
     """Run benchmark P6; write the result to `out_json` (when given) and return it."""
     from inkstone.data.prepare import prepare
 
