@@ -137,7 +137,7 @@ def record_document(rec, path: Path, line: Optional[int], issues: FileIssues,
     return Document(book=book, lines=content.splitlines(), first_title=first_title, meta=meta)
 
 
-# JSON's \\ud800 escapes decode to lone surrogates, which no tokenizer or UTF-8 writer takes.
+# JSON's \ud800 escapes decode to lone surrogates, which no tokenizer or UTF-8 writer takes.
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
