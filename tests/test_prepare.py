@@ -81,6 +81,7 @@ def test_bad_files_are_skipped_with_reasons_and_the_rest_is_read(tmp_path, corpu
         + json.dumps({"title": "第3章 三", "content": "第三章的正文内容。" * 10}, ensure_ascii=False) + "\n",
         encoding="utf-8")
     (raw / "cover.jpg").write_bytes(b"\xff\xd8\xff")
+    (raw / "timeless.srt").write_text("1\n没有时间轴的字幕。\n\n2\n也没有。\n", encoding="utf-8")
     (raw / "renamed.xlsx").write_bytes(good)  # text under a workbook's name
     zipfile.ZipFile(raw / "hollow.xlsx", "w").writestr("readme.txt", "a ZIP, but no workbook inside")
     from openpyxl import Workbook
@@ -94,7 +95,8 @@ def test_bad_files_are_skipped_with_reasons_and_the_rest_is_read(tmp_path, corpu
 
     reasons = {Path(s["file"]).name: s for s in report.skipped}
     assert set(reasons) == {"corrupt.txt", "empty.txt", "blank.txt", "image.txt", "nul.txt", "notext.jsonl",
-                            "cover.jpg", "renamed.xlsx", "hollow.xlsx"}
+                            "cover.jpg", "renamed.xlsx", "hollow.xlsx", "timeless.srt"}
+    assert "no subtitle cues" in reasons["timeless.srt"]["reason"] and "timeless.srt:2" in reasons["timeless.srt"]["reason"]
     assert "not an Excel workbook" in reasons["renamed.xlsx"]["reason"]
     assert "not a readable Excel workbook" in reasons["hollow.xlsx"]["reason"]
     assert reasons["corrupt.txt"]["byte_offset"] == cut and f"byte offset {cut}" in reasons["corrupt.txt"]["reason"]

@@ -194,6 +194,61 @@ def test_excel_workbook_rows_are_records(tmp_path):
     assert issues.problems[0]["reason"].startswith(f"{f}:章节!6: no text field")
 
 
+SRT = """1
+00:00:01,000 --> 00:00:03,500
+<i>宝玉笑道：</i>
+“这个妹妹我曾见过的。”
+
+2
+00:00:04,000 --> 00:00:06,000
+{\\an8}贾母笑道：“又胡说了。”
+
+3
+第三句没有时间轴。
+
+4
+00:00:09,000 -> 00:00:10,000
+箭头写错了。
+
+5
+00:00:11,000 --> 00:00:12,000 X1:40
+黛玉道：“我也这样想。”
+
+6
+00:00:13 --> 00:00:14
+少了毫秒。
+"""
+
+
+def test_srt_cues_become_paragraphs_and_malformed_cues_are_reported(tmp_path):
+    f = tmp_path / "红楼梦第一集.srt"
+    f.write_text(SRT, encoding="gbk")
+    docs, issues = _docs(f, "srt")
+    assert docs == [("红楼梦第一集", None, "宝玉笑道： “这个妹妹我曾见过的。”\n贾母笑道：“又胡说了。”\n"
+                                           "黛玉道：“我也这样想。”", {})]
+    assert issues.records == 3 and [p["line"] for p in issues.problems] == [11, 14, 22]
+    assert "found '第三句没有时间轴。'" in issues.problems[0]["reason"]
+    assert "found '00:00:09,000 -> 00:00:10,000'" in issues.problems[1]["reason"]
+    assert "does not parse" in issues.problems[2]["reason"]
+
+
+def test_webvtt_and_ass_subtitles(tmp_path):
+    vtt = tmp_path / "a.vtt"
+    vtt.write_text("WEBVTT\n\nNOTE 这是注释\n\nintro\n00:01.000 --> 00:02.000 align:start\n<c.yellow>第一句。</c>\n\n"
+                   "00:03.000 --> 00:04.500\n第二句，\n接着说。\n", encoding="utf-8")
+    docs, issues = _docs(vtt, "srt")
+    assert docs[0][2] == "第一句。\n第二句， 接着说。" and not issues.problems
+    ass = tmp_path / "b.ass"
+    ass.write_text("[Script Info]\nTitle: x\n\n[V4+ Styles]\nFormat: Name, Fontname\nStyle: Default,Arial\n\n"
+                   "[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n"
+                   "Dialogue: 0,0:00:01.00,0:00:02.00,Default,,0,0,0,,{\\i1}你好，世界{\\i0}\\N第二行\n"
+                   "Comment: 0,0:00:03.00,0:00:04.00,Default,,0,0,0,,不读注释\n"
+                   "Dialogue: 0,0:00:05.00,坏掉的一行\n", encoding="utf-16")
+    docs, issues = _docs(ass, "ass")
+    assert docs[0][2] == "你好，世界 第二行" and issues.records == 1
+    assert [p["line"] for p in issues.problems] == [12] and "fields" in issues.problems[0]["reason"]
+
+
 def test_records_without_text_field_are_counted(tmp_path):
     f = tmp_path / "meta.jsonl"
     f.write_text('{"title": "a", "author": "b"}\n{"name": "c"}\n', encoding="utf-8")

@@ -32,7 +32,7 @@ from .encoding import SAMPLE_BYTES, Detection, UndecodableError, detect, validat
 from .errors import PrepareError
 from .instruct import CONTINUE, DEFAULT_SYSTEM, PromptMaker, resolve_prompt_format, story_tail
 from .output import AtomicOutputs
-from .readers import FileIssues, discover, read_documents
+from .readers import RECORD_FORMATS, SUBTITLE_FORMATS, FileIssues, discover, read_documents
 from .report import Report
 from .split import validation_units
 from .tokens import TokenCounter
@@ -261,12 +261,15 @@ class _Run:
                     self._add_chapter(raw, path, stats)
         except (OSError, UnicodeDecodeError) as exc:  # the file changed or vanished under us
             issues.add(None, f"read stopped early: {exc}")
-        if fmt != "txt" and issues.records and issues.no_text == issues.records:
+        first_problem = f" ({issues.problems[0]['reason']})" if issues.problems else ""
+        if fmt in RECORD_FORMATS and issues.records and issues.no_text == issues.records:
             return self._skip(path, "no text field in any record (expected content, text or body)")
-        if fmt != "txt" and not issues.records and issues.no_text:
+        if fmt in RECORD_FORMATS and not issues.records and issues.no_text:
             return self._skip(path, "no text column (expected content, text or body)")
-        if fmt != "txt" and not issues.records:
-            return self._skip(path, "no records" + (f" ({issues.problems[0]['reason']})" if issues.problems else ""))
+        if fmt in RECORD_FORMATS and not issues.records:
+            return self._skip(path, "no records" + first_problem)
+        if fmt in SUBTITLE_FORMATS and not issues.records:
+            return self._skip(path, "no subtitle cues with text" + first_problem)
         if not stats.with_text:
             return self._skip(path, "empty file (no text left after cleaning: only whitespace or boilerplate)")
         self.report.errors += issues.problems
@@ -277,7 +280,7 @@ class _Run:
                  "encoding_confidence": det.confidence, "bytes": size, "books": len(stats.books),
                  "chapters": stats.chapters}
         if fmt != "txt":
-            entry["records"] = issues.records
+            entry["cues" if fmt in SUBTITLE_FORMATS else "records"] = issues.records
         if issues.problems:
             entry["problems"] = len(issues.problems) + issues.not_listed
         self.report.files.append(entry)

@@ -1,6 +1,7 @@
 """Find input files and read each format into documents (a book's lines plus metadata).
 
-Formats: plain text (.txt/.text/.md), JSON arrays (.json, streamed record by
+Formats: plain text (.txt/.text/.md), subtitles (.srt/.vtt/.ass/.ssa, one
+paragraph per cue: see subtitles.py), JSON arrays (.json, streamed record by
 record), JSON lines (.jsonl/.ndjson), CSV/TSV and Excel workbooks (.xlsx/.xlsm,
 every sheet, first non-empty row as header), with records holding
 `content` (or `text`/`body`), `title`, `author`, `genre`, `tags`, and
@@ -22,9 +23,13 @@ from typing import Iterable, Iterator, Optional
 from .chapters import HeadingMatcher
 from .encoding import iter_lines, open_text
 from .errors import PrepareError
+from .subtitles import ass_lines, srt_lines
 
 FORMATS = {".txt": "txt", ".text": "txt", ".md": "txt", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl",
-           ".csv": "csv", ".tsv": "tsv", ".xlsx": "xlsx", ".xlsm": "xlsx"}
+           ".csv": "csv", ".tsv": "tsv", ".xlsx": "xlsx", ".xlsm": "xlsx",
+           ".srt": "srt", ".vtt": "srt", ".ass": "ass", ".ssa": "ass"}
+RECORD_FORMATS = {"json", "jsonl", "csv", "tsv", "xlsx"}  # files of records with named fields
+SUBTITLE_FORMATS = {"srt", "ass"}
 # What to do with files that hold novels in a format not read here.
 CONVERT_HINTS = {".xls": "a legacy Excel workbook: save it as .xlsx or .csv",
                  ".doc": "a Word document: save it as .txt", ".docx": "a Word document: save it as .txt",
@@ -92,6 +97,10 @@ def discover(inputs: Iterable[Path]) -> tuple[list[tuple[Path, str]], list[dict]
 def read_documents(path: Path, fmt: str, encoding: str, issues: FileIssues, on_bytes=None) -> Iterator[Document]:
     if fmt == "txt":
         yield Document(book=path.stem, lines=iter_lines(path, encoding, on_bytes))
+        return
+    if fmt in SUBTITLE_FORMATS:
+        cues = (srt_lines if fmt == "srt" else ass_lines)(iter_lines(path, encoding, on_bytes), issues)
+        yield Document(book=path.stem, lines=cues)
         return
     headings = HeadingMatcher()
     if fmt == "jsonl":
