@@ -56,6 +56,11 @@ def test_mixed_folder_of_encodings_and_formats(tmp_path, corpus, tiny_tokenizer)
     assert "甄士隐" in everything and "贾夫人仙逝扬州城" in everything  # GBK text decoded right
     jsonl_rows = [r for r in rows["train"] + rows["val"] if r["source"].endswith("e.jsonl")]
     assert jsonl_rows and all(r["author"] == "曹雪芹" and r["tags"] == ["红楼"] for r in jsonl_rows)
+    from datasets import load_dataset  # the outputs load as plain columns
+
+    train = load_dataset("json", data_files=str(out / "train" / "train.jsonl"), split="train")
+    assert {k: str(v) for k, v in train.features.items() if k in ("text", "author", "tags")} == {
+        "text": "Value('string')", "author": "Value('string')", "tags": "List(Value('string'))"}
     saved = json.loads((out / "prepared" / "report.json").read_text(encoding="utf-8"))
     assert saved["chapters"] == 10 and saved["files"][0]["encoding"] == "gb18030"
     assert {"paragraphs_dropped", "chapters_exact", "chapters_near"} <= set(saved["duplicates"])

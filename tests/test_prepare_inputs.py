@@ -249,6 +249,16 @@ def test_webvtt_and_ass_subtitles(tmp_path):
     assert [p["line"] for p in issues.problems] == [12] and "fields" in issues.problems[0]["reason"]
 
 
+def test_record_metadata_gets_one_type_per_field(tmp_path):
+    f = tmp_path / "mixed.jsonl"
+    rows = [{"content": "一。", "author": 123, "tags": ["a", 1], "genre": ["仙侠", "言情"]},
+            {"content": "二。", "author": "某人", "tags": "x，y z", "genre": {"main": "武侠"}}]
+    f.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    docs, _ = _docs(f, "jsonl")
+    assert [d[3] for d in docs] == [{"author": "123", "tags": ["a", "1"], "genre": "仙侠, 言情"},
+                                    {"author": "某人", "tags": ["x", "y", "z"], "genre": '{"main": "武侠"}'}]
+
+
 def test_records_without_text_field_are_counted(tmp_path):
     f = tmp_path / "meta.jsonl"
     f.write_text('{"title": "a", "author": "b"}\n{"name": "c"}\n', encoding="utf-8")

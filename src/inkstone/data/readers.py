@@ -134,9 +134,7 @@ def record_document(rec, path: Path, line: Optional[int], issues: FileIssues,
         content = next(rec[k] for k in TEXT_FIELDS if isinstance(rec.get(k), str))
     title = next((str(rec[k]).strip() for k in TITLE_FIELDS if rec.get(k)), None)
     book = next((str(rec[k]).strip() for k in BOOK_FIELDS if rec.get(k)), None)
-    meta = {k: rec[k] for k in META_FIELDS if rec.get(k) not in (None, "", [])}
-    if isinstance(meta.get("tags"), str):
-        meta["tags"] = [t for t in re.split(r"[,，;；|/\s]+", meta["tags"]) if t]
+    meta = {k: _meta_value(k, rec[k]) for k in META_FIELDS if rec.get(k) not in (None, "", [])}
     if book:
         first_title = title
     elif title and headings(title[:50]):
@@ -144,6 +142,22 @@ def record_document(rec, path: Path, line: Optional[int], issues: FileIssues,
     else:
         book, first_title = title or path.stem, None
     return Document(book=book, lines=content.splitlines(), first_title=first_title, meta=meta)
+
+
+def _meta_value(key: str, value):
+    """One type per field across all records (tags: a list of strings; the rest: a string),
+    so the output loads with `datasets` as plain string columns."""
+    if key == "tags":
+        items = re.split(r"[,，;；|/\s]+", value) if isinstance(value, str) else value
+        items = items if isinstance(items, list) else [items]
+        return [t for t in (_meta_text(x).strip() for x in items) if t]
+    if isinstance(value, list):
+        return ", ".join(_meta_text(x) for x in value)
+    return _meta_text(value)
+
+
+def _meta_text(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 # JSON's \ud800 escapes decode to lone surrogates, which no tokenizer or UTF-8 writer takes.
