@@ -76,6 +76,10 @@ def test_train_run_reports_progress_and_its_adapter_is_offered(app, client, cfg,
 
     prepare([corpus], tiny_tokenizer, train_dir=cfg.data.train_dir, val_dir=cfg.data.val_dir,
             report_dir=cfg.data.prepared_dir, chunk_size=256, val_split=0.1)
+    with pytest.raises(Exception, match="inside the project folder"):
+        client.predict("/etc", "ui-run", 1, 2, 1, 2e-4, 8, 64, 3, True, api_name="/train_start")
+    with pytest.raises(Exception, match="dots alone"):
+        client.predict(str(cfg.data.train_dir), "..", 1, 2, 1, 2e-4, 8, 64, 3, True, api_name="/train_start")
     name = client.predict(str(cfg.data.train_dir), "ui-run", 1, 2, 1, 2e-4, 8, 64, 3, True,
                           api_name="/train_start")
     assert name == "ui-run"

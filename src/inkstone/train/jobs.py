@@ -128,8 +128,8 @@ def start_training(cfg, run_name: str, options: dict) -> TrainJob:
     `options` map flag names to values (True adds a bare flag, False/None leave it out)."""
     from config import dump_config
 
-    if not re.fullmatch(r"[A-Za-z0-9._-]+", run_name or ""):
-        raise ValueError("run name may hold letters, digits, '.', '_' and '-' only")
+    if not re.fullmatch(r"(?!\.+$)[A-Za-z0-9._-]+", run_name or ""):  # "." and ".." would leave the runs folder
+        raise ValueError("run name may hold letters, digits, '.', '_' and '-' only, and not dots alone")
     run_dir = Path(cfg.train.output_dir) / run_name
     if (run_dir / PROGRESS_FILE).exists():
         raise ValueError(f"a run named {run_name!r} exists already; choose another name")

@@ -43,6 +43,11 @@ def start_run(ctx, data: str, run_name: str, epochs, batch_size, grad_accum, lr,
     data_path = Path(data or ctx.cfg.data.train_dir)
     if not data_path.is_absolute():
         data_path = ctx.cfg.root / data_path
+    # Whoever reaches the app (a share link, say) must not make it read any file on this machine.
+    allowed = [Path(ctx.cfg.root).resolve(), Path(ctx.cfg.data.train_dir).resolve().parent]
+    if not any(data_path.resolve().is_relative_to(folder) for folder in allowed):
+        raise gr.Error(f"training data must be inside the project folder ({allowed[0]}) or the data folder "
+                       f"({allowed[1]}), not {data_path}")
     if not data_path.exists():
         raise gr.Error(f"training data not found: {data_path}. Run `python start.py prepare` first.")
     name = (run_name or "").strip() or new_run_name()
