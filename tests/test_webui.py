@@ -1,5 +1,6 @@
 """The real Gradio app on a free port, driven through gradio_client."""
 import json
+from pathlib import Path
 
 import pytest
 from gradio_client import Client
@@ -153,3 +154,7 @@ def test_memory_export_import_and_story_deletion(client, tmp_path):
         client.predict(story, "wrong name", api_name="/story_delete")
     assert "2 memories" in client.predict(story, story, api_name="/story_delete")
     assert client.predict("all", story, api_name="/memory_list")["data"] == []
+    odd = "../红楼/梦"  # a story name is text, not a path
+    client.predict("", "world", "太虚幻境", "警幻仙姑所居。", "", odd, api_name="/memory_save")
+    exported = client.predict(odd, api_name="/memory_export")
+    assert Path(exported).name == "memories-红楼_梦.json" and "太虚幻境" in open(exported, encoding="utf-8").read()

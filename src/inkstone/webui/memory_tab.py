@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -67,7 +68,8 @@ def import_file(bridge, path, story: str) -> str:
 def export_file(bridge, story: str) -> str:
     story = (story or "").strip() or "default"
     data = bridge.memory_run(lambda store: export_rows(store, story))
-    out = Path(tempfile.mkdtemp(prefix="inkstone-export-")) / f"memories-{story}.json"
+    safe = re.sub(r"[^\w.-]+", "_", story).strip("._") or "story"  # a story name may hold "/" or ".."
+    out = Path(tempfile.mkdtemp(prefix="inkstone-export-")) / f"memories-{safe}.json"
     out.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
     return str(out)
 
