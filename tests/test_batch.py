@@ -30,6 +30,14 @@ def test_unusable_inputs_name_the_file(tmp_path):
     gbk.write_bytes("写宝玉\n写黛玉\n".encode("utf-8") + "写晴雯".encode("gbk"))
     with pytest.raises(BatchError, match=r"gbk.txt, line 3: not UTF-8"):
         read_items(gbk)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n", encoding="utf-8")
+    with pytest.raises(BatchError, match=r"empty.txt: no prompts"):
+        read_items(empty)
+    odd = tmp_path / "odd.jsonl"
+    odd.write_text('{"prompt": "写\\ud800宝玉"}\n' + "[" * 100_000 + "]" * 100_000 + "\n", encoding="utf-8")
+    with pytest.raises(BatchError, match=r"odd.jsonl: no prompts to write from \(line 1: holds an unpaired"):
+        read_items(odd)
 
 
 # ---- generation ---------------------------------------------------------------------------------

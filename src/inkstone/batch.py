@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,9 @@ class BatchReport:
 
 
 # ---- input ----------------------------------------------------------------------------------
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # what JSON's \\ud800 escapes decode to
+
+
 def read_items(path: Union[str, Path]) -> tuple[list[BatchItem], list[tuple[int, str]]]:
     """Items of a .txt or .jsonl file, and the (line, problem) of every line that could not be read."""
     path = Path(path)
@@ -107,6 +111,9 @@ def read_items(path: Union[str, Path]) -> tuple[list[BatchItem], list[tuple[int,
         except json.JSONDecodeError as exc:
             bad.append((n, f"not valid JSON ({exc.msg} at column {exc.colno})"))
             continue
+        except RecursionError:
+            bad.append((n, "JSON nested too deeply to read"))
+            continue
         if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str) or not obj["prompt"].strip():
             bad.append((n, 'needs an object with a non-empty "prompt" string'))
             continue
@@ -114,10 +121,16 @@ def read_items(path: Union[str, Path]) -> tuple[list[BatchItem], list[tuple[int,
         if not isinstance(story_text, str):
             bad.append((n, '"story_text" must be a string'))
             continue
+        if _LONE_SURROGATE.search(obj["prompt"] + story_text):
+            bad.append((n, "holds an unpaired UTF-16 surrogate escape (such as \\ud800), which no tokenizer takes"))
+            continue
         item_id = obj.get("id")
         items.append(BatchItem(n, obj["prompt"].strip(), story_text, None if item_id is None else str(item_id)))
     for n, problem in bad:
         log.warning("%s, line %d: %s; skipped", path, n, problem)
+    if not items:
+        first = f" (line {bad[0][0]}: {bad[0][1]})" if bad else ""
+        raise BatchError(f"{path}: no prompts to write from{first}")
     return items, bad
 
 
