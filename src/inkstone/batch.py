@@ -22,12 +22,12 @@ import hashlib
 import json
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence, Union
 
+from .data.encoding import LONE_SURROGATE
 from .inference.engine import EngineBridge, Finished, GenerationParams, Text
 from .inference.prompts import PromptTooLong
 
@@ -80,9 +80,6 @@ class BatchReport:
 
 
 # ---- input ----------------------------------------------------------------------------------
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # what JSON's \\ud800 escapes decode to
-
-
 def read_items(path: Union[str, Path]) -> tuple[list[BatchItem], list[tuple[int, str]]]:
     """Items of a .txt or .jsonl file, and the (line, problem) of every line that could not be read."""
     path = Path(path)
@@ -121,7 +118,7 @@ def read_items(path: Union[str, Path]) -> tuple[list[BatchItem], list[tuple[int,
         if not isinstance(story_text, str):
             bad.append((n, '"story_text" must be a string'))
             continue
-        if _LONE_SURROGATE.search(obj["prompt"] + story_text):
+        if LONE_SURROGATE.search(obj["prompt"] + story_text):
             bad.append((n, "holds an unpaired UTF-16 surrogate escape (such as \\ud800), which no tokenizer takes"))
             continue
         item_id = obj.get("id")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -35,6 +36,9 @@ BINARY_MAGIC = [
     (b"Rar!", "RAR archive"), (b"\x7fELF", "executable"), (b"SQLite format 3\x00", "SQLite database"),
     (b"\xd0\xcf\x11\xe0", "MS Office document"),
 ]
+
+# JSON's \ud800 escapes decode to lone surrogates, which no tokenizer or UTF-8 writer takes.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class UndecodableError(ValueError):

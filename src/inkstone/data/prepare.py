@@ -120,14 +120,16 @@ def prepare(inputs: Sequence[Path], tokenizer, *, train_dir: Path, val_dir: Path
     targets = {"train": train_dir / "train.jsonl", "val": val_dir / "val.jsonl", "report": report_dir / "report.json"}
     if instructions:
         targets |= {"train_instruct": train_dir / "instruct.jsonl", "val_instruct": val_dir / "instruct.jsonl"}
-    files, skipped = discover(inputs)
+    found, skipped = discover(inputs)
     # `--input data/` reaches prepare's own earlier outputs: read as input, validation
     # chunks would come back as training text.
-    own = {p.resolve() for p in targets.values()} | {(train_dir / "instruct.jsonl").resolve(),
-                                                     (val_dir / "instruct.jsonl").resolve()}
-    skipped += [{"file": str(p), "reason": "an output of an earlier prepare run, not read as input"}
-                for p, _ in files if p.resolve() in own]
-    files = [(p, fmt) for p, fmt in files if p.resolve() not in own]
+    own = {p.resolve() for p in (*targets.values(), train_dir / "instruct.jsonl", val_dir / "instruct.jsonl")}
+    files = []
+    for path, kind in found:
+        if path.resolve() in own:
+            skipped.append({"file": str(path), "reason": "an output of an earlier prepare run, not read as input"})
+        else:
+            files.append((path, kind))
     # Loading fastokens takes seconds of CPU and ~400 MB for a big vocabulary: worth it
     # only for inputs that the tokenizers library would take longer than that to count.
     load_fast = sum(_size(p) for p, _ in files) >= FAST_COUNTER_MIN_BYTES

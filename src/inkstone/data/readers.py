@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 from .chapters import HeadingMatcher
-from .encoding import iter_lines, open_text
+from .encoding import LONE_SURROGATE, iter_lines, open_text
 from .errors import PrepareError
 from .subtitles import ass_lines, srt_lines
 
@@ -160,13 +160,9 @@ def _meta_text(value) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-# JSON's \ud800 escapes decode to lone surrogates, which no tokenizer or UTF-8 writer takes.
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def _has_lone_surrogate(value) -> bool:
     if isinstance(value, str):
-        return _LONE_SURROGATE.search(value) is not None
+        return LONE_SURROGATE.search(value) is not None
     if isinstance(value, dict):
         return any(map(_has_lone_surrogate, value.values()))
     if isinstance(value, list):
@@ -176,7 +172,7 @@ def _has_lone_surrogate(value) -> bool:
 
 def _replace_lone_surrogates(value):
     if isinstance(value, str):
-        return _LONE_SURROGATE.sub("\ufffd", value)
+        return LONE_SURROGATE.sub("\ufffd", value)
     if isinstance(value, dict):
         return {k: _replace_lone_surrogates(v) for k, v in value.items()}
     if isinstance(value, list):
