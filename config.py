@@ -69,7 +69,15 @@ class TrainConfig(BaseModel):
     lr: float = Field(2e-4, gt=0)
     max_seq_length: int = Field(2048, ge=16)
     max_steps: int = -1  # > 0 overrides epochs
-    gradient_checkpointing: bool = True
+    # None: recompute activations only when keeping them would crowd memory (it costs a forward pass).
+    gradient_checkpointing: Optional[bool] = None
+    # auto: bf16 where the machine computes it natively (AVX512-BF16/AMX CPUs, bf16 GPUs), else float32.
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+    fused_loss: bool = True  # loss over the output layer a slice of positions at a time
+    # Evaluation on a fixed, seeded sample of validation blocks sized to cost about this share of training.
+    eval_share: float = Field(0.1, gt=0.0, lt=1.0)
+    max_eval_blocks: int = Field(64, ge=1)
+    stop_on_loss_rise: bool = False  # the loss guard always warns; this also stops the run
     save_steps: int = Field(100, ge=1)
     warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
     seed: int = 42

@@ -47,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", nargs="?", const="latest", help="'latest' or a checkpoint folder")
     tr.add_argument("--4bit", dest="four_bit", action="store_true", default=None)
     tr.add_argument("--no-4bit", dest="four_bit", action="store_false")
+    tr.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], help="auto: bf16 where native")
+    tr.add_argument("--checkpointing", dest="checkpointing", action="store_true", default=None,
+                    help="recompute activations (default: only when memory needs it)")
+    tr.add_argument("--no-checkpointing", dest="checkpointing", action="store_false")
+    tr.add_argument("--stop-on-loss-rise", action="store_true", default=None,
+                    help="stop (and save) when the loss guard fires, instead of only warning")
 
     wu = sub.add_parser("webui", help="serve the studio in the browser")
     wu.add_argument("--lora", type=Path, help="adapter folder to preselect in Write")
@@ -119,7 +125,8 @@ def build(args):
         sections["train"] = {
             "epochs": args.epochs, "batch_size": args.batch_size, "grad_accum": args.grad_accum, "lr": args.lr,
             "lora_r": args.lora_r, "lora_alpha": args.lora_alpha, "max_seq_length": args.max_seq_length,
-            "max_steps": args.max_steps, "save_steps": args.save_steps,
+            "max_steps": args.max_steps, "save_steps": args.save_steps, "dtype": args.dtype,
+            "gradient_checkpointing": args.checkpointing, "stop_on_loss_rise": args.stop_on_loss_rise,
         }
         sections["model"]["load_in_4bit"] = args.four_bit
     elif args.command == "webui":

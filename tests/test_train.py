@@ -37,6 +37,15 @@ def test_qlora_steps_write_progress_and_an_adapter(tiny_model, train_data, tmp_p
     assert [r["step"] for r in logs] == [1, 2, 3, 4]
     assert any("eval_loss" in r for r in rows)
     assert rows[-1]["event"] == "done"
+    # The step-0 evaluation has no training rate yet (it used to claim 1.28e11 tokens/s).
+    step0 = [r for r in rows if r["event"] == "log" and r["step"] == 0]
+    assert step0 and all("tokens_per_s" not in r and "eval_loss" in r for r in step0)
+    assert all(0 < r["tokens_per_s"] < 1e7 for r in logs)
+    # The final evaluation runs once: the step-4 evaluation is reused for `done`.
+    final_evals = [r for r in rows if r["event"] == "log" and r["step"] == 4 and "eval_loss" in r]
+    assert len(final_evals) == 1 and rows[-1]["eval_loss"] == final_evals[0]["eval_loss"]
+    resolved = json.loads((out / "run.json").read_text())["resolved"]
+    assert resolved["dtype"] in ("bfloat16", "float32") and resolved["eval_blocks"] <= 4
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
 
@@ -168,3 +177,52 @@ def test_blocks_start_with_bos_where_the_tokenizer_uses_one(tiny_tokenizer):
     assert all(b["input_ids"][0] == bos and b["labels"][0] == IGNORE for b in blocks)
     assert body[:len(expected)] == expected  # every text token kept once, in order
     assert all(len(b["input_ids"]) == 16 for b in blocks)
+
+
+def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_only_finite_checkpoints(tiny_model, train_data, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "nan"
+    with pytest.raises(FloatingPointError, match="step"):
+        run_training(TrainArgs(data=train_data, base_model=tiny_model, output_dir=out, max_steps=40, batch_size=2,
+                               grad_accum=1, max_seq_length=64, lora_r=8, lora_alpha=16, save_steps=1, lr=1e25,
+                               warmup_ratio=0.0, dtype="float32"))
+    rows = progress(out)
+    (error,) = [r for r in rows if r["event"] == "error"]
+    assert f"step {error['step']}" in error["message"]
+    assert not (out / "adapter").exists()
+    assert list(out.glob("checkpoint-*"))  # the last good one is kept
+    for ck in out.glob("checkpoint-*"):
+        weights = load_file(ck / "adapter_model.safetensors")
+        assert all(t.isfinite().all() for t in weights.values()), ck.name
+        assert int(ck.name.split("-")[1]) < error["step"]
+
+
+def test_loss_guard_fires_once_on_a_sustained_rise_and_not_on_noise():
+    from inkstone.train.progress import LossGuard
+
+    falling = [5.0 - 0.02 * i + (0.2 if i % 3 == 0 else -0.1) for i in range(60)]
+    g = LossGuard()
+    assert not any(g.update(x) for x in falling)
+    rising = [5.2, 5.1, 5.0, 5.0, 5.05] + [5.2 + 0.05 * i for i in range(40)]
+    g = LossGuard()
+    fired = [i for i, x in enumerate(rising) if g.update(x)]
+    assert len(fired) == 1 and fired[0] < 30
+
+
+def test_adapter_swap_never_leaves_the_run_without_an_adapter(tiny_model, tmp_path):
+    from inkstone.train.jobs import finished_adapter
+    from inkstone.train.model_setup import add_lora, load_base, load_tokenizer
+    from inkstone.train.qlora import save_adapter_atomically
+
+    import torch
+
+    model = add_lora(load_base(tiny_model, dtype=torch.float32, load_in_4bit=False), r=8, alpha=16, dropout=0.0)
+    tok = load_tokenizer(tiny_model)
+    first = save_adapter_atomically(model, tok, tmp_path)
+    assert finished_adapter(tmp_path) == first
+    # A kill between "old aside" and "new in": only .adapter-old is there, and it is still found.
+    first.rename(tmp_path / ".adapter-old")
+    assert finished_adapter(tmp_path) == tmp_path / ".adapter-old"
+    again = save_adapter_atomically(model, tok, tmp_path)
+    assert finished_adapter(tmp_path) == again and not (tmp_path / ".adapter-old").exists()

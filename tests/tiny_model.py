@@ -80,3 +80,24 @@ def build_random_lora(model_dir: Path, out: Path, r: int = 8, seed: int = 1) -> 
                 p.normal_(0, 0.5)
     peft_model.save_pretrained(out)
     return Path(out)
+
+
+def build_tiny_llama(tokenizer_dir: Path, out: Path, seed: int = 0) -> Path:
+    """A tiny Llama (linear layers without biases) sharing the tiny Qwen2's tokenizer."""
+    import shutil
+
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    for f in Path(tokenizer_dir).glob("*token*"):
+        shutil.copy(f, out / f.name)
+    cfg = LlamaConfig(vocab_size=((len(tok) + 63) // 64) * 64, hidden_size=128, intermediate_size=256,
+                      num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, head_dim=64,
+                      max_position_embeddings=2048, tie_word_embeddings=False, bos_token_id=tok.eos_token_id,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(seed)
+    LlamaForCausalLM(cfg).to(torch.float32).save_pretrained(out, safe_serialization=True)
+    return out

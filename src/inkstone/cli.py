@@ -70,8 +70,9 @@ def run_train(cfg, args) -> int:
         output_dir=Path(t.output_dir) / run_name, epochs=t.epochs, batch_size=t.batch_size,
         grad_accum=t.grad_accum, lr=t.lr, lora_r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
         max_seq_length=t.max_seq_length, max_steps=t.max_steps, load_in_4bit=cfg.model.load_in_4bit,
-        gradient_checkpointing=t.gradient_checkpointing, save_steps=t.save_steps, warmup_ratio=t.warmup_ratio,
-        seed=t.seed, resume=args.resume,
+        gradient_checkpointing=t.gradient_checkpointing, dtype=t.dtype, fused_loss=t.fused_loss,
+        save_steps=t.save_steps, warmup_ratio=t.warmup_ratio, seed=t.seed, eval_share=t.eval_share,
+        max_eval_blocks=t.max_eval_blocks, stop_on_loss_rise=t.stop_on_loss_rise, resume=args.resume,
     )
     try:
         adapter = run_training(targs)

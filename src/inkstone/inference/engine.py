@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterator, Optional, Union
 
+from ..hardware import cpu_has_fast_bf16, on_gpu
 from ..memory.store import MemoryEntry, MemoryStore
 from ..train.checkpoints import is_complete_checkpoint
 from . import prompts
@@ -105,29 +106,12 @@ class EngineSettings:
         )
 
 
-def _cpu_has_fast_bf16() -> bool:
-    try:
-        flags = open("/proc/cpuinfo", encoding="ascii").read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def engine_dtype(requested: str, on_gpu: bool) -> str:
+def engine_dtype(requested: str, gpu: bool) -> str:
     """bf16 is emulated, and several times slower, on CPUs without AVX512-BF16/AMX:
-    there `auto` means float32."""
-    if requested != "auto" or on_gpu:
+    there `auto` means float32. Elsewhere `auto` keeps the checkpoint's own dtype."""
+    if requested != "auto" or gpu:
         return requested
-    return "auto" if _cpu_has_fast_bf16() else "float32"
-
-
-def _on_gpu() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except Exception:
-        return False
+    return "auto" if cpu_has_fast_bf16() else "float32"
 
 
 def check_adapter_dir(path: Union[str, Path], max_lora_rank: int) -> Path:
@@ -208,12 +192,12 @@ class EngineBridge:
             self.memory = await self.loop.run_in_executor(self._memory_exec, self._memory_factory)
         kwargs: dict[str, Any] = dict(
             model=str(s.model_path), tokenizer=str(s.model_path), max_model_len=s.max_model_len,
-            dtype=engine_dtype(s.dtype, _on_gpu()), enable_lora=True, max_loras=s.max_loras, max_lora_rank=s.max_lora_rank,
+            dtype=engine_dtype(s.dtype, on_gpu()), enable_lora=True, max_loras=s.max_loras, max_lora_rank=s.max_lora_rank,
             disable_log_stats=True, enable_log_requests=False,
             # No free whitespace in constrained JSON: a weak model could pad it until max tokens.
             structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
         )
-        if _on_gpu():
+        if on_gpu():
             kwargs["gpu_memory_utilization"] = s.gpu_memory_utilization
         else:
             kwargs["kv_cache_memory_bytes"] = int(s.cpu_kv_cache_gib * (1 << 30))

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .qlora import ADAPTER_DIRNAME, PROGRESS_FILE
+from .progress import PROGRESS_FILE
+from .qlora import ADAPTER_DIRNAME
 
 LOG_FILE = "train.log"
 
@@ -48,6 +49,8 @@ class RunStatus:
     message: str = ""
     adapter: Optional[str] = None
     losses: list[tuple[int, float]] = field(default_factory=list)
+    eval_losses: list[tuple[int, float]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def fraction(self) -> float:
@@ -68,11 +71,15 @@ def summarize(run_dir: Path, exit_code: Optional[int]) -> RunStatus:
             if "loss" in r:
                 st.loss = r["loss"]
                 st.losses.append((r["step"], r["loss"]))
-            st.eval_loss = r.get("eval_loss", st.eval_loss)
+            if "eval_loss" in r:
+                st.eval_loss = r["eval_loss"]
+                st.eval_losses.append((r["step"], r["eval_loss"]))
             st.tokens_per_s = r.get("tokens_per_s", st.tokens_per_s)
             st.eta_s = r.get("eta_s", st.eta_s)
         elif ev == "error":
             st.message = r.get("message", "")
+        elif ev == "warning":
+            st.warnings.append(r.get("message", ""))
         elif ev == "done":
             st.adapter = r.get("adapter")
             st.state = "stopped" if r.get("stopped_early") else "done"
@@ -150,8 +157,12 @@ def start_training(cfg, run_name: str, options: dict) -> TrainJob:
 
 
 def finished_adapter(run_dir: Path) -> Optional[Path]:
-    p = Path(run_dir) / ADAPTER_DIRNAME
-    return p if (p / "adapter_config.json").is_file() else None
+    """The run's adapter; the previous one if a kill came mid-swap (see save_adapter_atomically)."""
+    for name in (ADAPTER_DIRNAME, f".{ADAPTER_DIRNAME}-old"):
+        p = Path(run_dir) / name
+        if (p / "adapter_config.json").is_file():
+            return p
+    return None
 
 
 def compare_runs(runs_dir: Path) -> list[dict]:

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Optional
 
 from .checkpoints import INCOMPLETE_MARKER, is_complete_checkpoint, latest_checkpoint
+from .progress import PROGRESS_FILE, ProgressLog, make_progress_callback
 
 ADAPTER_DIRNAME = "adapter"
-PROGRESS_FILE = "progress.jsonl"
 
 
 @dataclass
@@ -40,12 +40,17 @@ class TrainArgs:
     max_seq_length: int = 2048
     max_steps: int = -1
     load_in_4bit: bool = True
-    gradient_checkpointing: bool = True
+    # None: only when the activations would not fit comfortably in memory (it recomputes the forward pass).
+    gradient_checkpointing: Optional[bool] = None
+    dtype: str = "auto"  # auto: bf16 where this machine computes it natively, else float32
+    fused_loss: bool = True  # cross-entropy a slice of positions at a time (see fused_loss.py)
     save_steps: int = 100
     warmup_ratio: float = 0.03
     seed: int = 42
-    max_eval_blocks: int = 64
+    max_eval_blocks: int = 64  # upper bound; the sample is sized to cost about a tenth of training
+    eval_share: float = 0.1
     eval_on_start: bool = True  # the base model's validation loss, for the curve to start from
+    stop_on_loss_rise: bool = False
     resume: Optional[str] = None  # "latest" or a checkpoint folder
 
 
@@ -174,125 +179,158 @@ class _Blocks:
         return self.blocks[i]
 
 
-def _memory_mb() -> float:
-    import psutil
 
-    return psutil.Process().memory_info().rss / 2**20
+def eval_sample(blocks: list[dict], *, total_steps: int, blocks_per_step: int, evaluations: int,
+                share: float, cap: int, seed: int) -> list[dict]:
+    """A fixed, seeded sample of validation blocks, sized so that all evaluations
+    together cost about `share` of the run. Training a block costs about three
+    forward passes (forward and backward), evaluating one costs one."""
+    import random
+
+    if not blocks:
+        return []
+    budget = share / (1 - share) * 3 * total_steps * blocks_per_step / max(evaluations, 1)
+    n = int(min(cap, len(blocks), max(budget, min(4, len(blocks)))))
+    picked = sorted(random.Random(seed).sample(range(len(blocks)), n))
+    return [blocks[i] for i in picked]
+
+
+def needs_checkpointing(model_config, *, batch: int, seq: int, dtype_bytes: int) -> tuple[bool, dict]:
+    """Recompute activations only when keeping them would crowd memory: a rough
+    count of what each layer keeps for the backward pass (projections, MLP,
+    attention scores) against 40% of the memory free now."""
+    import psutil
+    import torch
+
+    c = model_config.get_text_config()
+    layers, hidden = c.num_hidden_layers, c.hidden_size
+    inter = getattr(c, "intermediate_size", 4 * hidden)
+    heads = getattr(c, "num_attention_heads", 1)
+    per_layer = batch * seq * (12 * hidden + 4 * inter + heads * seq) * dtype_bytes
+    need = layers * per_layer
+    free = torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else psutil.virtual_memory().available
+    return need > 0.4 * free, {"activation_estimate_mb": round(need / 2**20), "free_mb": round(free / 2**20)}
+
+
+def save_adapter_atomically(model, tokenizer, out: Path) -> Path:
+    """Write the adapter beside the old one, then swap: rename the old aside, rename
+    the new in, delete the old. A kill at any point leaves a whole adapter
+    (`adapter`, or `.adapter-old` which `finished_adapter` falls back to)."""
+    import shutil
+
+    final, tmp, old = out / ADAPTER_DIRNAME, out / f".{ADAPTER_DIRNAME}-partial", out / f".{ADAPTER_DIRNAME}-old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _make_trainer_class():
+    from transformers import Trainer
+
+    from .fused_loss import causal_lm_loss_sum
+
+    class InkstoneTrainer(Trainer):
+        """The Trainer with two changes: checkpoints are marked incomplete until
+        every file is written (a crash mid-save never leaves a folder that resume
+        or the UI would pick up), and, when `fused` is set, the loss is computed
+        slice by slice without materialising all logits."""
+
+        fused = False
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if not self.fused:
+                return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                            num_items_in_batch=num_items_in_batch)
+            total, count = causal_lm_loss_sum(model, inputs["input_ids"], inputs.get("attention_mask"),
+                                              inputs["labels"])
+            # Same convention as the Trainer: normalised by the tokens of the whole accumulated batch when known.
+            loss = total / (num_items_in_batch if num_items_in_batch is not None else max(count, 1))
+            return (loss, {"loss": loss}) if return_outputs else loss
+
+        def _save_checkpoint(self, model, trial):
+            folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / INCOMPLETE_MARKER).touch()
+            super()._save_checkpoint(model, trial)
+            (folder / INCOMPLETE_MARKER).unlink(missing_ok=True)
+
+    return InkstoneTrainer
+
+
+def _resume_point(args: TrainArgs, out: Path, log: ProgressLog) -> Optional[Path]:
+    if args.resume == "latest":
+        resume = latest_checkpoint(out)
+        if resume is None:
+            log.emit("note", message="no complete checkpoint to resume from; starting fresh")
+        return resume
+    if args.resume:
+        resume = Path(args.resume)
+        if not resume.is_dir():
+            raise FileNotFoundError(f"checkpoint to resume from not found: {resume}")
+        if not is_complete_checkpoint(resume):
+            raise FileNotFoundError(f"{resume} is not a complete checkpoint (its save was interrupted)")
+        return resume
+    return None
 
 
 def run_training(args: TrainArgs) -> Path:
     import torch
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import (
-        AutoModelForCausalLM,
-        AutoTokenizer,
-        BitsAndBytesConfig,
-        Trainer,
-        TrainerCallback,
-        TrainingArguments,
-        default_data_collator,
-    )
+    from transformers import TrainingArguments, default_data_collator
+
+    from ..hardware import cpu_has_fast_bf16, on_gpu
+    from .fused_loss import supports_fused_loss
+    from .model_setup import add_lora, load_base, load_tokenizer, training_dtype
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    progress_path = out / PROGRESS_FILE
-    (out / "run.json").write_text(json.dumps(asdict(args), default=str, indent=2), encoding="utf-8")
-
-    def emit(event: str, **fields) -> None:
-        fields = {"event": event, "time": time.time(), **fields}
-        with open(progress_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(fields, ensure_ascii=False) + "\n")
-            fh.flush()
-
-    on_gpu = torch.cuda.is_available()
-    compute_dtype = torch.bfloat16 if on_gpu and torch.cuda.is_bf16_supported() else torch.float32
-    tokenizer = AutoTokenizer.from_pretrained(args.base_model)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    log = ProgressLog(out / PROGRESS_FILE)
+    gpu = on_gpu()
+    dtype = training_dtype(args.dtype)
+    tokenizer = load_tokenizer(args.base_model)
 
     train_blocks = pack(read_examples(args.data), tokenizer, args.max_seq_length)
-    val_blocks = pack(read_examples(args.val_data), tokenizer, args.max_seq_length) if args.val_data else []
-    val_blocks = val_blocks[: args.max_eval_blocks]  # bounded evaluation cost per checkpoint
     if not train_blocks:
         raise TrainingDataError(f"{args.data}: no tokens to train on")
+    all_val = pack(read_examples(args.val_data), tokenizer, args.max_seq_length) if args.val_data else []
+    per_step = args.batch_size * args.grad_accum
+    total_steps = args.max_steps if args.max_steps > 0 else \
+        math.ceil(math.ceil(len(train_blocks) / args.batch_size) / args.grad_accum * args.epochs)
+    eval_on_start = bool(all_val) and args.eval_on_start and not args.resume
+    evaluations = int(eval_on_start) + max(1, math.ceil(total_steps / args.save_steps))
+    val_blocks = eval_sample(all_val, total_steps=total_steps, blocks_per_step=per_step, evaluations=evaluations,
+                             share=args.eval_share, cap=args.max_eval_blocks, seed=args.seed)
 
-    quant = None
-    if args.load_in_4bit:
-        quant = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute_dtype,
-        )
-    model = AutoModelForCausalLM.from_pretrained(
-        args.base_model, quantization_config=quant, dtype=compute_dtype,
-        device_map={"": 0} if on_gpu else None,
-    )
-    if args.load_in_4bit:
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=args.gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
-        )
-    model = get_peft_model(model, LoraConfig(
-        r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-        target_modules="all-linear", task_type="CAUSAL_LM",
-    ))
-    tokens_per_step = args.batch_size * args.grad_accum * args.max_seq_length
+    model = load_base(args.base_model, dtype=dtype, load_in_4bit=args.load_in_4bit)
+    checkpointing, memory_note = needs_checkpointing(model.config, batch=args.batch_size, seq=args.max_seq_length,
+                                                     dtype_bytes=torch.finfo(dtype).bits // 8)
+    if args.gradient_checkpointing is not None:
+        checkpointing = args.gradient_checkpointing
+    model = add_lora(model, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout)
+    fused = args.fused_loss and supports_fused_loss(model)
+    (out / "run.json").write_text(json.dumps({
+        **asdict(args),
+        "resolved": {"dtype": str(dtype).replace("torch.", ""), "device": "cuda" if gpu else "cpu",
+                     "cpu_fast_bf16": cpu_has_fast_bf16(), "gradient_checkpointing": checkpointing,
+                     "fused_loss": fused, "eval_blocks": len(val_blocks), "val_blocks_available": len(all_val),
+                     "total_steps": total_steps, **memory_note},
+    }, default=str, indent=2), encoding="utf-8")
 
-    stop_requested = {"flag": False}
+    stop_flag: dict = {"flag": False}
 
     def _request_stop(signum, _frame):
-        stop_requested["flag"] = True
+        stop_flag["flag"] = True
 
     signal.signal(signal.SIGINT, _request_stop)
     signal.signal(signal.SIGTERM, _request_stop)
-
-    class Progress(TrainerCallback):
-        def __init__(self):
-            self.t0 = time.time()
-            self.start_step = 0
-            self.train_s = 0.0  # time in training steps only, evaluation excluded
-            self.step_t = 0.0
-
-        def on_train_begin(self, targs, state, control, **kw):
-            self.t0, self.start_step = time.time(), state.global_step
-            emit("start", max_steps=state.max_steps, step=state.global_step,
-                 train_blocks=len(train_blocks), val_blocks=len(val_blocks))
-
-        def on_log(self, targs, state, control, logs=None, **kw):
-            logs = logs or {}
-            elapsed = time.time() - self.t0
-            done = max(state.global_step - self.start_step, 1)
-            per_step = self.train_s / done
-            eta = per_step * max(state.max_steps - state.global_step, 0)
-            row = dict(step=state.global_step, max_steps=state.max_steps, epoch=state.epoch,
-                       elapsed_s=round(elapsed, 2), eta_s=round(eta, 1),
-                       tokens_per_s=round(done * tokens_per_step / max(self.train_s, 1e-9), 1),
-                       memory_mb=round(_memory_mb(), 1))
-            for key in ("loss", "eval_loss", "learning_rate", "grad_norm"):
-                if key in logs:
-                    row[key] = float(logs[key])
-            if "eval_loss" in logs:
-                row["eval_ppl"] = math.exp(min(float(logs["eval_loss"]), 50))
-            loss = row.get("loss")
-            if loss is not None and not math.isfinite(loss):
-                emit("error", message=f"loss became {loss} at step {state.global_step}; "
-                     "stopped, the last good checkpoint is kept. Lower the learning rate.")
-                control.should_training_stop = True
-                stop_requested["nan"] = True
-                return
-            if "loss" in row or "eval_loss" in row:
-                emit("log", **row)
-
-        def on_step_begin(self, targs, state, control, **kw):
-            self.step_t = time.perf_counter()
-
-        def on_step_end(self, targs, state, control, **kw):
-            self.train_s += time.perf_counter() - self.step_t
-            if stop_requested["flag"]:
-                control.should_save = True
-                control.should_training_stop = True
-
-        def on_save(self, targs, state, control, **kw):
-            emit("checkpoint", step=state.global_step, path=str(out / f"checkpoint-{state.global_step}"))
+    progress = make_progress_callback(log, tokens_per_step=per_step * args.max_seq_length,
+                                      train_blocks=len(train_blocks), val_blocks=len(val_blocks), lr=args.lr,
+                                      stop_on_loss_rise=args.stop_on_loss_rise, stop_flag=stop_flag)
 
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "tensorboard")  # TensorBoard logs beside progress.jsonl
     targs = TrainingArguments(
@@ -301,58 +339,30 @@ def run_training(args: TrainArgs) -> Path:
         gradient_accumulation_steps=args.grad_accum, learning_rate=args.lr, lr_scheduler_type="cosine",
         warmup_steps=args.warmup_ratio, logging_steps=1, save_steps=args.save_steps, save_total_limit=3,
         eval_strategy="steps" if val_blocks else "no", eval_steps=args.save_steps if val_blocks else None,
-        eval_on_start=bool(val_blocks) and args.eval_on_start and not args.resume,
-        seed=args.seed, data_seed=args.seed, report_to=["tensorboard"], bf16=compute_dtype == torch.bfloat16,
-        gradient_checkpointing=args.gradient_checkpointing and not args.load_in_4bit,
-        gradient_checkpointing_kwargs={"use_reentrant": False}, use_cpu=not on_gpu,
-        dataloader_pin_memory=on_gpu, remove_unused_columns=False,
+        eval_on_start=eval_on_start and bool(val_blocks),
+        seed=args.seed, data_seed=args.seed, report_to=["tensorboard"], bf16=dtype == torch.bfloat16,
+        gradient_checkpointing=checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False},
+        use_cpu=not gpu, dataloader_pin_memory=gpu, remove_unused_columns=False,
+        logging_nan_inf_filter=False,  # a NaN step must show as NaN, not be logged as 0.0
     )
-    class AtomicCheckpointTrainer(Trainer):
-        """Marks a checkpoint incomplete until every file of it is written, so a
-        crash mid-save never leaves a folder that resume or the UI would pick up."""
-
-        def _save_checkpoint(self, model, trial):
-            folder = out / f"checkpoint-{self.state.global_step}"
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / INCOMPLETE_MARKER).touch()
-            super()._save_checkpoint(model, trial)
-            (folder / INCOMPLETE_MARKER).unlink(missing_ok=True)
-
-    trainer = AtomicCheckpointTrainer(
+    trainer = _make_trainer_class()(
         model=model, args=targs, train_dataset=_Blocks(train_blocks),
         eval_dataset=_Blocks(val_blocks) if val_blocks else None,
-        data_collator=default_data_collator, callbacks=[Progress()],
+        data_collator=default_data_collator, callbacks=[progress],
     )
-    resume = None
-    if args.resume == "latest":
-        resume = latest_checkpoint(out)
-        if resume is None:
-            emit("note", message="no complete checkpoint to resume from; starting fresh")
-    elif args.resume:
-        resume = Path(args.resume)
-        if not resume.is_dir():
-            raise FileNotFoundError(f"checkpoint to resume from not found: {resume}")
-        if not is_complete_checkpoint(resume):
-            raise FileNotFoundError(f"{resume} is not a complete checkpoint (its save was interrupted)")
+    trainer.fused = fused
+    resume = _resume_point(args, out, log)
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except torch.OutOfMemoryError as exc:
-        emit("error", message=f"out of memory ({exc}); lower --batch-size or --max-seq-length")
+        log.emit("error", message=f"out of memory ({exc}); lower --batch-size or --max-seq-length")
         raise
-    if stop_requested.get("nan"):
-        raise FloatingPointError("training stopped: the loss became NaN/inf")
+    if stop_flag.get("nan_step") is not None:
+        raise FloatingPointError(f"training stopped at step {stop_flag['nan_step']}: the loss became NaN/inf")
 
-    # Atomic adapter save: written to a temporary folder, then renamed.
-    final = out / ADAPTER_DIRNAME
-    tmp = out / f".{ADAPTER_DIRNAME}-partial"
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if final.exists():
-        import shutil
-
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    metrics = trainer.evaluate() if val_blocks else {}
-    emit("done", adapter=str(final), stopped_early=stop_requested["flag"],
-         eval_loss=metrics.get("eval_loss"), step=trainer.state.global_step)
+    final = save_adapter_atomically(model, tokenizer, out)
+    step = trainer.state.global_step
+    metrics = progress.evals.get(step) or (trainer.evaluate() if val_blocks else {})  # never twice for one step
+    log.emit("done", adapter=str(final), stopped_early=stop_flag["flag"], eval_loss=metrics.get("eval_loss"),
+             step=step, train_s=round(progress.train_s, 2), eval_s=round(progress.eval_s, 2))
     return final

@@ -1,6 +1,7 @@
 """Train tab: start a QLoRA run as a child process, watch its progress, stop it."""
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import gradio as gr
@@ -15,7 +16,8 @@ def _bar(st: RunStatus) -> str:
     eta = f"{st.eta_s:.0f} s" if st.eta_s is not None else "—"
     loss = f"{st.loss:.4f}" if st.loss is not None else "—"
     rate = f"{st.tokens_per_s:.0f}" if st.tokens_per_s else "—"
-    msg = f"<br><b>{st.message}</b>" if st.message else ""
+    msg = f"<br><b>{html.escape(st.message)}</b>" if st.message else ""
+    msg += "".join(f"<br><span style='color:#b60'>⚠ {html.escape(w)}</span>" for w in st.warnings)
     adapter = f"<br>adapter: <code>{st.adapter}</code> (now offered in Write)" if st.adapter else ""
     return (
         f"<div><b>{st.run}</b>: {st.state} · step {st.step}/{st.max_steps} · loss {loss} · "
@@ -25,15 +27,21 @@ def _bar(st: RunStatus) -> str:
     )
 
 
+def loss_frame(st: RunStatus) -> pd.DataFrame:
+    """Training and evaluation loss in one long table, one line per series in the plot."""
+    rows = [(step, loss, "train") for step, loss in st.losses]
+    rows += [(step, loss, "eval") for step, loss in st.eval_losses]
+    return pd.DataFrame(rows, columns=["step", "loss", "series"])
+
+
 def train_status(ctx) -> tuple[str, pd.DataFrame]:
     job = ctx.train_job
     if job is None:
-        return "No training run started in this session.", pd.DataFrame({"step": [], "loss": []})
+        return "No training run started in this session.", pd.DataFrame({"step": [], "loss": [], "series": []})
     st = job.status()
     if st.adapter:
         ctx.bridge.register_adapter(st.adapter, name=f"{st.run}/adapter")
-    df = pd.DataFrame(st.losses, columns=["step", "loss"])
-    return _bar(st), df
+    return _bar(st), loss_frame(st)
 
 
 def start_run(ctx, data: str, run_name: str, epochs, batch_size, grad_accum, lr, lora_r, max_seq, max_steps,
@@ -51,9 +59,12 @@ def start_run(ctx, data: str, run_name: str, epochs, batch_size, grad_accum, lr,
     if not data_path.exists():
         raise gr.Error(f"training data not found: {data_path}. Run `python start.py prepare` first.")
     name = (run_name or "").strip() or new_run_name()
+    # The prepared validation split, when there is one: without it a run has no eval loss and no perplexity.
+    val_dir = Path(ctx.cfg.data.val_dir)
+    val = val_dir if any(val_dir.glob("*.jsonl")) and data_path.resolve() != val_dir.resolve() else None
     try:
         ctx.train_job = start_training(ctx.cfg, name, {
-            "data": data_path, "epochs": epochs, "batch-size": int(batch_size), "grad-accum": int(grad_accum),
+            "data": data_path, "val-data": val, "epochs": epochs, "batch-size": int(batch_size), "grad-accum": int(grad_accum),
             "lr": lr, "lora-r": int(lora_r), "max-seq-length": int(max_seq), "max-steps": int(max_steps),
             "4bit" if four_bit else "no-4bit": True,
         })
@@ -91,7 +102,7 @@ def create_train_tab(ctx) -> None:
                 stop = gr.Button(i18n("stop_train"), variant="stop")
         with gr.Column():
             status = gr.HTML()
-            plot = gr.LinePlot(x="step", y="loss", label=i18n("loss"))
+            plot = gr.LinePlot(x="step", y="loss", color="series", label=i18n("loss"))
     timer = gr.Timer(2.0)
     timer.tick(lambda: train_status(ctx), None, [status, plot], api_name=False, show_progress="hidden")
     start.click(lambda *a: start_run(ctx, *a),
