@@ -38,6 +38,9 @@ class ModelConfig(BaseModel):
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     max_loras: int = Field(4, ge=1)
     max_lora_rank: int = Field(64, ge=1)
+    # Tokens the engine computes per step, prompts included (None: vLLM's default). On CPUs a
+    # prompt's prefill is never split, so there it is at least max_model_len (see engine.py).
+    max_num_batched_tokens: Optional[int] = Field(None, ge=16)
 
 
 class DataConfig(BaseModel):

@@ -106,8 +106,13 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--max-tokens", type=int, default=64, help="serve: new tokens per request")
     be.add_argument("--corpus", type=Path, help="train: text to train on (default: the sample corpus); "
                     "quality: the novel (default: data.sample_corpus)")
-    be.add_argument("--steps", type=int, help="train: timed optimizer steps per side (6); quality: training steps (20)")
-    be.add_argument("--seq", type=int, help="train, quality: max sequence length (256, 512)")
+    be.add_argument("--steps", type=int, help="train: timed optimizer steps per side (12); quality: training steps (20)")
+    be.add_argument("--seq", type=int, help="train, quality: max sequence length (512)")
+    be.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto",
+                    help="train: compute dtype of every side (auto: bf16 where native)")
+    be.add_argument("--4bit", dest="four_bit", action="store_true", default=False,
+                    help="train: 4-bit base on every side (default: full precision, as the peer runs)")
+    be.add_argument("--sides", default="naive,peer,ours", help="train: which sides to run")
     be.add_argument("--train-chapters", type=int, default=72,
                     help="quality: train on this many first chapters, evaluate on the rest")
     be.add_argument("--sizes", default="1000,10000,100000", help="memory: store sizes, comma separated")

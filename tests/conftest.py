@@ -61,7 +61,9 @@ def tiny_settings(tiny_model: Path, work: Path) -> dict:
     """Config sections pointing every path into `work` and the model at the tiny one."""
     return dict(
         model={"base": str(tiny_model), "max_model_len": 1024, "cpu_kv_cache_gib": 0.25, "max_lora_rank": 8,
-               "dtype": "float32", "offline_fallback": False},
+               "dtype": "float32", "offline_fallback": False,
+               # Below max_model_len on purpose: a long prompt would be prefilled in pieces if the engine let it.
+               "max_num_batched_tokens": 256},
         data={"raw_dir": work / "raw", "train_dir": work / "train", "val_dir": work / "val",
               "prepared_dir": work / "prepared", "chunk_size": 256},
         train={"output_dir": work / "checkpoints", "lora_r": 8, "lora_alpha": 16, "max_seq_length": 128,

@@ -48,6 +48,20 @@ def test_seed_makes_sampling_reproducible(bridge):
     assert bridge.generate(raw_prompt="黛玉", params=p) == bridge.generate(raw_prompt="黛玉", params=p)
 
 
+def test_a_seeded_prompt_longer_than_a_step_budget_leaves_the_engine_alive(bridge, corpus):
+    """vLLM rewinds a seeded request's generator after a partial prefill, which CPU
+    generators cannot do: the engine core used to die on such a prompt."""
+    ids = bridge.tokenizer(corpus.read_text(encoding="utf-8")[:3000]).input_ids[:900]
+    assert len(ids) == 900 and bridge.settings.max_num_batched_tokens < 900  # the configured budget is smaller
+    long_prompt = bridge.tokenizer.decode(ids)
+    p = GenerationParams(temperature=1.0, max_tokens=8, seed=11)
+    first = list(bridge.stream(raw_prompt=long_prompt, params=p))
+    assert isinstance(first[-1], Finished) and first[-1].output_tokens == 8
+    again = "".join(e.text for e in bridge.stream(raw_prompt=long_prompt, params=p) if isinstance(e, Text))
+    assert again == "".join(e.text for e in first if isinstance(e, Text))  # the seed still holds
+    assert bridge.generate(raw_prompt="宝玉", params=GREEDY)  # and the engine serves the next request
+
+
 def test_lora_adapter_changes_output_without_restart(bridge, tiny_lora):
     base = bridge.generate(raw_prompt="宝玉笑道", params=GREEDY)
     name = bridge.register_adapter(tiny_lora)

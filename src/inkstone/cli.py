@@ -270,8 +270,9 @@ def run_bench(cfg, args) -> int:
         from .model_files import resolve_base_model
 
         model = resolve_base_model(cfg.model.base, cfg.model.models_dir, cfg.model.offline_fallback)
-        result = run_train_bench(model.path, args.corpus or SAMPLE_TEXT, steps=args.steps or 6,
-                                 seq=args.seq or 256, four_bit=cfg.model.load_in_4bit)
+        result = run_train_bench(model.path, args.corpus or SAMPLE_TEXT, steps=args.steps or 12,
+                                 seq=args.seq or 512, four_bit=args.four_bit, dtype=args.dtype,
+                                 sides=tuple(s.strip() for s in args.sides.split(",") if s.strip()))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
     print(json.dumps(result.get("summary", result), indent=2, ensure_ascii=False))

@@ -88,6 +88,7 @@ class EngineSettings:
     cpu_kv_cache_gib: float = 2.0
     max_loras: int = 4
     max_lora_rank: int = 64
+    max_num_batched_tokens: Optional[int] = None
     stream_interval_ms: int = 30
     prompt_format: prompts.PromptFormat = "auto"
     system_prompt: str = ""
@@ -100,7 +101,8 @@ class EngineSettings:
             model_path=Path(model_path), model_name=model_name, max_model_len=cfg.model.max_model_len,
             dtype=cfg.model.dtype, gpu_memory_utilization=cfg.model.gpu_memory_utilization,
             cpu_kv_cache_gib=cfg.model.cpu_kv_cache_gib, max_loras=cfg.model.max_loras,
-            max_lora_rank=cfg.model.max_lora_rank, stream_interval_ms=cfg.inference.stream_interval_ms,
+            max_lora_rank=cfg.model.max_lora_rank, max_num_batched_tokens=cfg.model.max_num_batched_tokens,
+            stream_interval_ms=cfg.inference.stream_interval_ms,
             system_prompt=cfg.inference.system_prompt, memory_items=cfg.memory.max_memory_items,
             memory_token_budget=cfg.memory.context_token_budget,
         )
@@ -132,6 +134,19 @@ def check_adapter_dir(path: Union[str, Path], max_lora_rank: int) -> Path:
             f"raise model.max_lora_rank"
         )
     return folder
+
+
+def cpu_scheduling(max_num_batched_tokens: Optional[int], max_model_len: int) -> dict:
+    """Scheduler settings for the CPU engine: a prompt's prefill is never split.
+
+    After a partial (chunked) prefill step, vLLM rewinds a seeded request's random
+    generator with `Generator.set_offset`, which CPU generators do not have: the
+    engine core dies (RuntimeError: CPU Generator does not use offset) and every
+    later request fails. With chunked prefill off and a step budget of at least
+    the context length, every prompt is computed in one step, so nothing is
+    rewound. The price: a long prompt holds other streams for one step."""
+    return {"enable_chunked_prefill": False,
+            "max_num_batched_tokens": max(max_num_batched_tokens or 2048, max_model_len)}
 
 
 # Streams that share the base update interval; beyond this the interval grows with them.
@@ -199,8 +214,11 @@ class EngineBridge:
         )
         if on_gpu():
             kwargs["gpu_memory_utilization"] = s.gpu_memory_utilization
+            if s.max_num_batched_tokens:
+                kwargs["max_num_batched_tokens"] = s.max_num_batched_tokens
         else:
             kwargs["kv_cache_memory_bytes"] = int(s.cpu_kv_cache_gib * (1 << 30))
+            kwargs.update(cpu_scheduling(s.max_num_batched_tokens, s.max_model_len))
         self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
 
     def stop(self) -> None:
