@@ -30,22 +30,25 @@ class _LinearCrossEntropy(torch.autograd.Function):
             h_all = hidden.to(weight.dtype)
             for a in range(0, n, step):
                 lab = labels[a:a + step]
-                logits = (h_all[a:a + step] @ weight.T).float()
-                chain = None
+                logits = h_all[a:a + step] @ weight.T
                 if softcap:
-                    logits = torch.tanh(logits / softcap) * softcap
-                    chain = 1 - (logits / softcap) ** 2 if want_grad else None
+                    logits = torch.tanh(logits.float() / softcap) * softcap
+                    chain = (1 - (logits / softcap) ** 2) if want_grad else None
+                # One fused pass, float32 inside, in the logits' dtype out: the softmax is both the
+                # loss (-log p[target]) and, less the one-hot target, the gradient with respect to the logits.
+                # A separate float32 logsumexp would cost several passes over seq x vocab floats.
+                probs = torch.softmax(logits, dim=-1)
+                del logits
                 valid = lab != IGNORE
                 target = lab.clamp(min=0).unsqueeze(1)
-                lse = torch.logsumexp(logits, dim=-1)
-                total += ((lse - logits.gather(1, target).squeeze(1)) * valid).sum()
+                p_target = probs.gather(1, target).squeeze(1).float()
+                total += -(torch.log(p_target.clamp(min=torch.finfo(torch.float32).tiny)) * valid).sum()
                 if want_grad:
-                    # d loss / d logits = softmax - one_hot, zero where the label is ignored.
-                    grad = logits.sub_(lse.unsqueeze(1)).exp_()
-                    grad.scatter_add_(1, target, torch.full_like(target, -1, dtype=grad.dtype))
-                    grad.mul_(valid.unsqueeze(1))
-                    if chain is not None:
-                        grad.mul_(chain)
+                    grad = probs.scatter_add_(1, target, torch.full_like(target, -1, dtype=probs.dtype))
+                    if not bool(valid.all()):
+                        grad[~valid] = 0
+                    if softcap:
+                        grad = grad * chain
                     grad_hidden[a:a + step] = (grad.to(weight.dtype) @ weight).to(hidden.dtype)
         ctx.save_for_backward(grad_hidden if want_grad else None)
         return total
