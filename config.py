@@ -38,6 +38,8 @@ class ModelConfig(BaseModel):
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     max_loras: int = Field(4, ge=1)
     max_lora_rank: int = Field(64, ge=1)
+    # Where the web UI and the API may load adapters from, besides train.output_dir and models_dir.
+    adapter_dirs: list[Path] = []
     # Tokens the engine computes per step, prompts included (None: vLLM's default). On CPUs a
     # prompt's prefill is never split, so there it is at least max_model_len (see engine.py).
     max_num_batched_tokens: Optional[int] = Field(None, ge=16)
@@ -58,7 +60,8 @@ class DataConfig(BaseModel):
     fast_token_counter: bool = True
     val_split: float = Field(0.1, ge=0.0, lt=1.0)
     seed: int = 42
-    sample_corpus: Path = Path("../shared/corpus/hongloumeng_001-080.txt")
+    # 红楼梦 chapters 1-80 (public domain), shipped with Inkstone for benchmarks and tests.
+    sample_corpus: Path = Path("src/inkstone/data/hongloumeng_001-080.txt")
 
 
 class TrainConfig(BaseModel):
@@ -112,7 +115,8 @@ class MemoryConfig(BaseModel):
 
 
 class WebUIConfig(BaseModel):
-    host: str = "0.0.0.0"
+    # Loopback by default: another host, or --share, needs a login (see webui/access.py).
+    host: str = "127.0.0.1"
     port: int = Field(7860, ge=1, le=65535)
     share: bool = False
     username: Optional[str] = None
@@ -170,6 +174,7 @@ class Config(BaseSettings):
             for name, value in section:
                 if isinstance(value, Path) and not value.is_absolute():
                     setattr(section, name, (self.root / value).resolve())
+        self.model.adapter_dirs = [p if p.is_absolute() else (self.root / p).resolve() for p in self.model.adapter_dirs]
         if self.webui.lora is not None and not self.webui.lora.is_absolute():
             self.webui.lora = (self.root / self.webui.lora).resolve()
         return self

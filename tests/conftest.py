@@ -6,6 +6,7 @@ all tests that need them.
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -25,8 +26,8 @@ apply_offline_defaults()
 
 from tiny_model import build_random_lora, build_tiny_qwen2  # noqa: E402
 
-SHARED_CORPUS = ROOT.parent / "shared" / "corpus" / "hongloumeng_001-080.txt"
-BUNDLED_SAMPLE = ROOT / "src" / "inkstone" / "data" / "sample_hongloumeng_01-05.txt"
+# 红楼梦 chapters 1-80 (public domain), shipped in the repository: tests need many chapters.
+CORPUS = ROOT / "src" / "inkstone" / "data" / "hongloumeng_001-080.txt"
 
 
 def free_port() -> int:
@@ -37,7 +38,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def corpus() -> Path:
-    return SHARED_CORPUS if SHARED_CORPUS.is_file() else BUNDLED_SAMPLE
+    return CORPUS
 
 
 @pytest.fixture(scope="session")
@@ -46,8 +47,9 @@ def tiny_model(tmp_path_factory, corpus) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_lora(tmp_path_factory, tiny_model) -> Path:
-    return build_random_lora(tiny_model, tmp_path_factory.mktemp("lora") / "tiny-lora")
+def tiny_lora(work_dir, tiny_model) -> Path:
+    # In a configured adapter folder: the engine serves adapters only from those.
+    return build_random_lora(tiny_model, work_dir / "adapters" / "tiny-lora")
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +65,7 @@ def tiny_settings(tiny_model: Path, work: Path) -> dict:
         model={"base": str(tiny_model), "max_model_len": 1024, "cpu_kv_cache_gib": 0.25, "max_lora_rank": 8,
                "dtype": "float32", "offline_fallback": False,
                # Below max_model_len on purpose: a long prompt would be prefilled in pieces if the engine let it.
-               "max_num_batched_tokens": 256},
+               "max_num_batched_tokens": 256, "adapter_dirs": [str(work / "adapters")]},
         data={"raw_dir": work / "raw", "train_dir": work / "train", "val_dir": work / "val",
               "prepared_dir": work / "prepared", "chunk_size": 256},
         train={"output_dir": work / "checkpoints", "lora_r": 8, "lora_alpha": 16, "max_seq_length": 128,
@@ -80,7 +82,7 @@ def env_for(sections: dict) -> dict:
     env = dict(os.environ)
     for section, values in sections.items():
         for key, value in values.items():
-            env[f"INKSTONE_{section.upper()}__{key.upper()}"] = str(value)
+            env[f"INKSTONE_{section.upper()}__{key.upper()}"] = json.dumps(value) if isinstance(value, list) else str(value)
     return env
 
 

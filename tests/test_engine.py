@@ -70,12 +70,21 @@ def test_lora_adapter_changes_output_without_restart(bridge, tiny_lora):
     assert bridge.generate(raw_prompt="宝玉笑道", params=GREEDY) == base  # base still served as before
 
 
-def test_unknown_adapter_is_a_clear_error(bridge, tmp_path):
+def test_adapters_load_only_from_the_adapter_folders_and_outside_looks_like_missing(bridge, tmp_path, tiny_lora):
+    import shutil
+
+    outside = tmp_path / "real-adapter"
+    shutil.copytree(tiny_lora, outside)
+    answers = []
+    for path in (outside, tmp_path / "missing", "../../etc", "no-such-adapter"):
+        with pytest.raises(AdapterError) as err:
+            bridge.register_adapter(path)
+        answers.append(str(err.value).replace(repr(str(path)), "PATH"))
+    assert len(set(answers)) == 1 and "adapter folders" in answers[0]  # one message, whatever exists
+    assert bridge.register_adapter(outside, trusted=True)  # a path the owner gave on the command line
     with pytest.raises(AdapterError, match="not found"):
-        bridge.register_adapter(tmp_path / "missing")
-    (tmp_path / "notlora").mkdir()
-    with pytest.raises(AdapterError, match="adapter_config.json"):
-        bridge.register_adapter(tmp_path / "notlora")
+        bridge.register_adapter(tmp_path / "missing", trusted=True)
+    assert bridge.register_adapter(tiny_lora.name) == bridge.register_adapter(tiny_lora)  # by name, in the folders
 
 
 def test_too_long_prompt_is_refused_and_engine_keeps_serving(bridge):

@@ -226,3 +226,77 @@ def test_adapter_swap_never_leaves_the_run_without_an_adapter(tiny_model, tmp_pa
     assert finished_adapter(tmp_path) == tmp_path / ".adapter-old"
     again = save_adapter_atomically(model, tok, tmp_path)
     assert finished_adapter(tmp_path) == again and not (tmp_path / ".adapter-old").exists()
+
+
+def _wait_for_step(job, step: int, timeout: float = 240):
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and job.status().step < step:
+        assert job.running, (job.run_dir / "train.log").read_text()[-3000:]
+        time.sleep(0.5)
+
+
+def test_a_killed_run_is_reported_with_its_signal(tiny_model, train_data, tmp_path):
+    import os
+    import signal
+
+    from config import build_config
+
+    cfg = build_config(**tiny_settings(tiny_model, tmp_path))
+    job = start_training(cfg, "oom", {"data": train_data, "max-steps": 500, "max-seq-length": 64, "save-steps": 1000})
+    _wait_for_step(job, 1)
+    os.kill(job.pid, signal.SIGKILL)  # what the kernel's OOM killer does
+    job.proc.wait(timeout=60)
+    st = job.status()
+    assert st.state == "failed" and "SIGKILL" in st.message and "memory" in st.message
+
+
+def test_one_run_at_a_time_and_a_restarted_ui_reattaches(tiny_model, train_data, tmp_path):
+    from config import build_config
+    from inkstone.train.jobs import TrainJob, find_running
+    from inkstone.train.run_lock import RunBusy
+
+    cfg = build_config(**tiny_settings(tiny_model, tmp_path))
+    job = start_training(cfg, "long", {"data": train_data, "max-steps": 500, "max-seq-length": 64,
+                                       "save-steps": 1000})
+    try:
+        _wait_for_step(job, 1)
+        with pytest.raises(ValueError, match="exists already"):
+            start_training(cfg, "long", {"data": train_data})
+        # The same run started by hand while it trains: refused before it touches anything.
+        with pytest.raises(RunBusy, match=f"pid {job.pid}"):
+            run_training(TrainArgs(data=train_data, base_model=tiny_model, output_dir=job.run_dir, max_steps=1))
+        # A new web UI process finds the run by its lock, follows it and can stop it.
+        again = find_running(cfg.train.output_dir)
+        assert isinstance(again, TrainJob) and again.proc is None and again.pid == job.pid
+        assert again.running and again.status().state == "running"
+        again.stop()
+        job.proc.wait(timeout=60)
+        assert not again.running and again.status().state == "stopped"
+        assert find_running(cfg.train.output_dir) is None
+    finally:
+        if job.running:
+            job.proc.kill()
+
+
+def test_two_starts_of_one_run_at_the_same_moment_start_one(tiny_model, train_data, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from config import build_config
+
+    cfg = build_config(**tiny_settings(tiny_model, tmp_path))
+
+    def start(_):
+        try:
+            return start_training(cfg, "twice", {"data": train_data, "max-steps": 1, "max-seq-length": 64})
+        except ValueError as exc:
+            return exc
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(start, range(4)))
+    jobs = [r for r in results if not isinstance(r, Exception)]
+    assert len(jobs) == 1 and all("exists already" in str(r) or "being started" in str(r)
+                                  for r in results if isinstance(r, Exception))
+    jobs[0].proc.wait(timeout=240)
+    assert jobs[0].status().state == "done"

@@ -55,6 +55,7 @@ def run_train(cfg, args) -> int:
     from .model_files import resolve_base_model
     from .train.jobs import new_run_name
     from .train.qlora import TrainArgs, TrainingDataError, run_training
+    from .train.run_lock import RunBusy
 
     t = cfg.train
     data = args.data or cfg.data.train_dir
@@ -76,7 +77,7 @@ def run_train(cfg, args) -> int:
     )
     try:
         adapter = run_training(targs)
-    except (TrainingDataError, FileNotFoundError) as exc:
+    except (TrainingDataError, FileNotFoundError, RunBusy) as exc:
         raise UserError(str(exc)) from exc
     print(f"adapter saved: {adapter}")
     return 0
@@ -102,15 +103,14 @@ def run_compare(cfg, args) -> int:
 
 def run_webui(cfg, args) -> int:
     from .runtime import open_bridge
+    from .webui.access import check_exposure
     from .webui.app import AppContext, PortInUse, check_port_free, launch
 
     w = cfg.webui
-    if w.share and not (w.username and w.password):
-        raise UserError("--share makes the studio public: set INKSTONE_WEBUI__USERNAME and "
-                        "INKSTONE_WEBUI__PASSWORD (or [webui] username/password in inkstone.toml) first")
-    try:
-        check_port_free(w.host, w.port)  # before the minute-long engine start, not after
-    except PortInUse as exc:
+    try:  # before the minute-long engine start, not after
+        check_exposure(w)
+        check_port_free(w.host, w.port)
+    except (ValueError, PortInUse) as exc:
         raise UserError(str(exc)) from exc
     notes: list[str] = []
     print("[inkstone] starting the engine (the first start converts the offline model and takes a few minutes)")
@@ -162,7 +162,7 @@ def run_inference(cfg, args) -> int:
     try:
         from .story.studio import Studio
 
-        adapter = bridge.register_adapter(args.lora) if args.lora else None
+        adapter = bridge.register_adapter(args.lora, trusted=True) if args.lora else None
         params = GenerationParams.from_config(cfg.inference)
         if args.raw:
             stream = bridge.stream(raw_prompt=prompt, params=params, adapter=adapter)
@@ -201,7 +201,7 @@ def run_batch(cfg, args) -> int:
         raise UserError(str(exc)) from exc
     bridge = open_bridge(cfg, memory=args.memory)
     try:
-        adapter = bridge.register_adapter(args.lora) if args.lora else None
+        adapter = bridge.register_adapter(args.lora, trusted=True) if args.lora else None
         report = generate_batch(bridge, args.input, args.output, params=GenerationParams.from_config(cfg.inference),
                                 fmt=args.format, story=args.story, use_memory=args.memory, adapter=adapter,
                                 progress=tqdm(unit="item"))

@@ -24,5 +24,5 @@ def open_bridge(cfg, *, memory: bool = True, notes: list[str] | None = None) -> 
 
     settings = EngineSettings.from_config(cfg, model.path, model.name)
     bridge = EngineBridge(settings, memory_factory=make_store if memory else None,
-                          adapter_dirs=(cfg.train.output_dir,))
+                          adapter_dirs=(cfg.train.output_dir, cfg.model.models_dir, *cfg.model.adapter_dirs))
     return bridge.start()

@@ -35,7 +35,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from ..inference.engine import AdapterError, Finished, GenerationParams, Text
+from ..inference.engine import AdapterError, EngineUnavailable, Finished, GenerationParams, Text
 from ..inference.prompts import PromptTooLong, memory_block
 from ..memory.store import MemoryEntry
 from .schemas import ChatRequest, CompletionRequest, InkstoneOptions
@@ -58,7 +58,16 @@ class ApiError(Exception):
 
     def response(self) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        if self.status == 503:
+            headers = {"Retry-After": str(RETRY_AFTER_S)}
         return JSONResponse(self.body(), status_code=self.status, headers=headers)
+
+
+RETRY_AFTER_S = 30
+
+
+def _unavailable(exc: BaseException) -> ApiError:
+    return ApiError(503, str(exc), type="server_error", code="engine_unavailable")
 
 
 @dataclass
@@ -84,8 +93,11 @@ def _is_client_error(exc: BaseException) -> bool:
     )
 
 
-def create_router(ctx, api_key: Optional[str] = None) -> APIRouter:
-    """The /v1 routes over `ctx.bridge` (ctx: webui.app.AppContext)."""
+def create_router(ctx, api_key: Optional[str] = None, *, guarded: bool = False,
+                  session_user: Optional[Callable[[Request], Optional[str]]] = None) -> APIRouter:
+    """The /v1 routes over `ctx.bridge` (ctx: webui.app.AppContext). `guarded`: a request
+    needs the key or, through `session_user`, the session of a logged-in browser
+    (see webui/access.py); without it, only a configured key is asked for."""
     bridge = ctx.bridge
     inf = ctx.cfg.inference
     if not api_key and getattr(ctx.cfg.webui, "share", False):
@@ -99,14 +111,23 @@ def create_router(ctx, api_key: Optional[str] = None) -> APIRouter:
 
     # ---- helpers ------------------------------------------------------------------------
     def check_key(request: Request) -> None:
-        if expected is None:
-            return
+        if expected is None and not guarded:
+            return  # loopback, no login, no key: as private as the machine
         given = request.headers.get("authorization", "")
+        if expected is not None and given and secrets.compare_digest(given.encode(), expected):
+            return
+        if session_user is not None and session_user(request):
+            return
         if not given:
-            raise ApiError(401, "Missing API key: send the header 'Authorization: Bearer KEY'.",
-                           code="invalid_api_key")
-        if not secrets.compare_digest(given.encode(), expected):
-            raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
+            raise ApiError(401, "Missing API key: send the header 'Authorization: Bearer KEY', "
+                                "or log in to the studio in this browser.", code="invalid_api_key")
+        raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
+
+    def check_engine() -> None:
+        if bridge.state != "ready":
+            raise _unavailable(EngineUnavailable(
+                "the engine is restarting after a crash; try again in a minute" if bridge.state == "restarting"
+                else f"the engine is not available ({bridge.state})"))
 
     def model_names() -> list[str]:
         return [bridge.settings.model_name] + sorted(bridge.available_adapters())
@@ -239,6 +260,8 @@ def create_router(ctx, api_key: Optional[str] = None) -> APIRouter:
         try:
             await first_events(streams)  # refused requests answer 400 before any text is sent
         except Exception as exc:
+            if isinstance(exc, EngineUnavailable):
+                raise _unavailable(exc) from exc
             if _is_client_error(exc):
                 raise ApiError(400, str(exc)) from exc
             raise
@@ -284,6 +307,8 @@ def create_router(ctx, api_key: Optional[str] = None) -> APIRouter:
                 except asyncio.CancelledError:
                     log.info("client disconnected: %s aborted", rid)
                     raise
+                except EngineUnavailable as exc:
+                    yield _sse(_unavailable(exc).body())
                 except Exception as exc:  # after the headers, errors travel in the stream
                     log.exception("stream failed")
                     yield _sse(ApiError(500, f"generation failed: {exc}", type="server_error").body())
@@ -315,6 +340,8 @@ def create_router(ctx, api_key: Optional[str] = None) -> APIRouter:
         gone.cancel()
         try:
             texts, fins = work.result()
+        except EngineUnavailable as exc:
+            raise _unavailable(exc) from exc
         except Exception as exc:
             log.exception("generation failed")
             raise ApiError(500, f"generation failed: {exc}", type="server_error") from exc
@@ -359,10 +386,21 @@ def create_router(ctx, api_key: Optional[str] = None) -> APIRouter:
         except ApiError as e:
             return e.response()
 
+    @router.get("/health")
+    async def health(request: Request):
+        """200 while the engine serves, 503 (with Retry-After) while it restarts."""
+        try:
+            check_key(request)
+        except ApiError as e:
+            return e.response()
+        state = bridge.health()
+        return JSONResponse(state, status_code=200 if state["state"] == "ready" else 503)
+
     @router.post("/completions")
     async def completions(request: Request):
         try:
             check_key(request)
+            check_engine()
             req = await parse(request, CompletionRequest)
             adapter = await run_in_threadpool(adapter_for, req.model)
             prepared = await run_in_threadpool(prepare_completion, req)
@@ -374,6 +412,7 @@ def create_router(ctx, api_key: Optional[str] = None) -> APIRouter:
     async def chat_completions(request: Request):
         try:
             check_key(request)
+            check_engine()
             req = await parse(request, ChatRequest)
             adapter = await run_in_threadpool(adapter_for, req.model)
             prepared = await run_in_threadpool(prepare_chat, req)
@@ -381,7 +420,7 @@ def create_router(ctx, api_key: Optional[str] = None) -> APIRouter:
         except ApiError as e:
             return e.response()
 
-    router.api_key_required = expected is not None  # for the app's status page and tests
+    router.api_key_required = expected is not None or guarded  # for the app's status page and tests
     return router
 
 

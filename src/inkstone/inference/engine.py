@@ -37,6 +37,10 @@ class AdapterError(ValueError):
     """An adapter path that cannot be used; the message is for the user."""
 
 
+class EngineUnavailable(RuntimeError):
+    """The engine is (re)starting or could not be restarted; the message is for the user."""
+
+
 @dataclass
 class GenerationParams:
     temperature: float = 0.8
@@ -149,6 +153,8 @@ def cpu_scheduling(max_num_batched_tokens: Optional[int], max_model_len: int) ->
             "max_num_batched_tokens": max(max_num_batched_tokens or 2048, max_model_len)}
 
 
+SUPERVISE_INTERVAL_S = 0.5
+
 # Streams that share the base update interval; beyond this the interval grows with them.
 STREAMS_PER_INTERVAL = 8
 
@@ -171,6 +177,9 @@ class EngineBridge:
         self._lock = threading.Lock()
         self._active_streams = 0
         self.started_at: Optional[float] = None
+        self.state = "starting"  # starting | ready | restarting | failed | stopped
+        self.restarts: list[dict] = []
+        self._supervisor: Optional[asyncio.Task] = None
 
     # ---- lifecycle ------------------------------------------------------------
     def start(self, timeout: float = 900) -> "EngineBridge":
@@ -196,15 +205,22 @@ class EngineBridge:
 
     async def _open(self) -> None:
         from transformers import AutoTokenizer
-        from vllm.config import StructuredOutputsConfig
-        from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.v1.engine.async_llm import AsyncLLM
 
         s = self.settings
         self.tokenizer = AutoTokenizer.from_pretrained(s.model_path)
         self.prompt_format = prompts.resolve_format(self.tokenizer, s.prompt_format, s.model_name)
         if self._memory_factory is not None:
             self.memory = await self.loop.run_in_executor(self._memory_exec, self._memory_factory)
+        self.engine = self._build_engine()
+        self.state = "ready"
+        self._supervisor = self.loop.create_task(self._supervise())
+
+    def _build_engine(self):
+        from vllm.config import StructuredOutputsConfig
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        s = self.settings
         kwargs: dict[str, Any] = dict(
             model=str(s.model_path), tokenizer=str(s.model_path), max_model_len=s.max_model_len,
             dtype=engine_dtype(s.dtype, on_gpu()), enable_lora=True, max_loras=s.max_loras, max_lora_rank=s.max_lora_rank,
@@ -219,7 +235,47 @@ class EngineBridge:
         else:
             kwargs["kv_cache_memory_bytes"] = int(s.cpu_kv_cache_gib * (1 << 30))
             kwargs.update(cpu_scheduling(s.max_num_batched_tokens, s.max_model_len))
-        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+        return AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+
+    # ---- supervision: a dead engine core is replaced, not left to fail every request ----
+    async def _supervise(self) -> None:
+        while True:
+            await asyncio.sleep(SUPERVISE_INTERVAL_S)
+            if self.state == "ready" and self.engine is not None and self.engine.errored:
+                await self._restart()
+
+    async def _restart(self) -> None:
+        """Shut the dead engine down and build a new one off the loop (streams of the
+        old one have already ended with EngineUnavailable); adapters are loaded
+        again on their next use."""
+        died = time.time()
+        self.state = "restarting"
+        log.error("the engine core died; restarting it")
+        old, self.engine = self.engine, None
+        try:
+            await self.loop.run_in_executor(None, old.shutdown)
+        except Exception as exc:  # a dead engine may fail to shut down cleanly; it is gone either way
+            log.warning("shutting down the dead engine: %s", exc)
+        try:
+            self.engine = await self.loop.run_in_executor(None, self._build_engine)
+        except Exception as exc:
+            self.state = "failed"
+            self.restarts.append({"died_at": died, "error": str(exc)})
+            log.exception("the engine could not be restarted")
+            return
+        self.state = "ready"
+        self.restarts.append({"died_at": died, "ready_at": time.time(), "restart_s": round(time.time() - died, 2)})
+        log.warning("engine restarted in %.1f s", time.time() - died)
+
+    def health(self) -> dict:
+        """Engine state for the UI and /health: ready | restarting | failed, and the restarts so far."""
+        return {"state": self.state, "restarts": list(self.restarts)}
+
+    def _check_ready(self) -> None:
+        if self.state == "restarting":
+            raise EngineUnavailable("the engine is restarting after a crash; try again in a minute")
+        if self.state != "ready" or self.engine is None:
+            raise EngineUnavailable(f"the engine is not available ({self.state}); see the server log")
 
     def stop(self) -> None:
         if self.loop is None or self._thread is None:
@@ -229,6 +285,7 @@ class EngineBridge:
             for task in asyncio.all_tasks():
                 if task is not asyncio.current_task():
                     task.cancel()
+            self.state = "stopped"
             if self.engine is not None:
                 self.engine.shutdown()
                 self.engine = None  # shut down once, here, not again at interpreter exit
@@ -285,7 +342,13 @@ class EngineBridge:
                 found.setdefault(name, folder)
         return found
 
-    def register_adapter(self, path: Union[str, Path], name: Optional[str] = None) -> str:
+    def register_adapter(self, path: Union[str, Path], name: Optional[str] = None, *, trusted: bool = False) -> str:
+        """Make an adapter folder servable under `name`. Unless `trusted` (a path the
+        machine's owner gave on the command line or in the config), it must lie in
+        one of the adapter folders; a path outside them gets the same answer as a
+        missing one, so the web UI cannot be used to probe the disk."""
+        if not trusted:
+            path = self._inside_adapter_dirs(path)
         folder = check_adapter_dir(path, self.settings.max_lora_rank)
         with self._lock:
             for existing, (_, p) in self._adapters.items():
@@ -296,6 +359,16 @@ class EngineBridge:
                 name = f"{name}-{len(self._adapters) + 1}"
             self._adapters[name] = (next(self._lora_ids), folder)
         return name
+
+    def _inside_adapter_dirs(self, path: Union[str, Path]) -> Path:
+        roots = [Path(d).resolve() for d in self.adapter_dirs]
+        given = Path(path).expanduser()
+        for folder in ([given] if given.is_absolute() else [r / given for r in roots]):
+            folder = folder.resolve()
+            if any(folder.is_relative_to(r) for r in roots) and (folder / "adapter_config.json").is_file():
+                return folder
+        raise AdapterError(f"no adapter named {str(path)!r} in the adapter folders "
+                           f"({', '.join(str(r) for r in roots) or 'none configured'})")
 
     def _lora_request(self, adapter: Optional[str]):
         if not adapter:
@@ -363,18 +436,25 @@ class EngineBridge:
 
     async def _generate_into(self, put: Callable[[Any], None], prompt_ids, sampling, lora, t0: float) -> None:
         """Run one request in the engine, pushing Text deltas and then Finished to `put`."""
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        self._check_ready()
         n_out, ttft, reason = 0, None, None
-        async for out in self.engine.generate(
-            {"prompt_token_ids": list(prompt_ids)}, sampling, uuid.uuid4().hex, lora_request=lora
-        ):
-            completion = out.outputs[0]
-            if ttft is None:
-                ttft = time.perf_counter() - t0
-            n_out += len(completion.token_ids)
-            if completion.text:
-                put(Text(completion.text))
-            if out.finished:
-                reason = completion.finish_reason
+        try:
+            async for out in self.engine.generate(
+                {"prompt_token_ids": list(prompt_ids)}, sampling, uuid.uuid4().hex, lora_request=lora
+            ):
+                completion = out.outputs[0]
+                if ttft is None:
+                    ttft = time.perf_counter() - t0
+                n_out += len(completion.token_ids)
+                if completion.text:
+                    put(Text(completion.text))
+                if out.finished:
+                    reason = completion.finish_reason
+        except EngineDeadError as exc:
+            raise EngineUnavailable("the engine stopped unexpectedly and is restarting; the text so far is kept, "
+                                    "try again in a minute") from exc
         put(Finished(n_out, reason, ttft, time.perf_counter() - t0))
 
     def stream(self, instruction: str = "", story_text: str = "", params: Optional[GenerationParams] = None, *,

@@ -7,6 +7,7 @@ A crashing run leaves the parent untouched.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -18,8 +19,10 @@ from typing import Optional
 
 from .progress import PROGRESS_FILE
 from .qlora import ADAPTER_DIRNAME
+from .run_lock import running_pid
 
 LOG_FILE = "train.log"
+CLAIM_FILE = ".claimed"
 
 
 def read_progress(run_dir: Path) -> list[dict]:
@@ -57,6 +60,21 @@ class RunStatus:
         return min(self.step / self.max_steps, 1.0) if self.max_steps else 0.0
 
 
+def _death_message(exit_code: int) -> str:
+    """What a non-zero exit means, in words; a signal is named, SIGKILL with its usual cause."""
+    if exit_code >= 0:
+        return ""
+    try:
+        name = signal.Signals(-exit_code).name
+    except ValueError:
+        name = f"signal {-exit_code}"
+    msg = f"the training process was killed by {name}"
+    if -exit_code == signal.SIGKILL:
+        msg += (" - most likely the system ran out of memory (the kernel's OOM killer sends SIGKILL); "
+                "lower --batch-size or --max-seq-length, or close other programs")
+    return msg
+
+
 def summarize(run_dir: Path, exit_code: Optional[int]) -> RunStatus:
     rows = read_progress(run_dir)
     st = RunStatus(run=Path(run_dir).name, state="starting" if exit_code is None else "failed")
@@ -85,8 +103,7 @@ def summarize(run_dir: Path, exit_code: Optional[int]) -> RunStatus:
             st.state = "stopped" if r.get("stopped_early") else "done"
     if exit_code not in (None, 0) and st.state not in ("done", "stopped"):
         st.state = "failed"
-        if not st.message:
-            st.message = _last_error(Path(run_dir) / LOG_FILE)
+        st.message = _death_message(exit_code) or st.message or _last_error(Path(run_dir) / LOG_FILE)
     return st
 
 
@@ -102,28 +119,60 @@ def _last_error(log: Path) -> str:
 
 
 class TrainJob:
-    def __init__(self, run_dir: Path, proc: subprocess.Popen):
+    """A training run in its own process: one this process started (`proc`), or one
+    found running after a restart of the web UI (`pid`, through the run's lock)."""
+
+    def __init__(self, run_dir: Path, proc: Optional[subprocess.Popen] = None, pid: Optional[int] = None):
         self.run_dir = Path(run_dir)
         self.proc = proc
+        self.pid = proc.pid if proc is not None else pid
         self.started = time.time()
+
+    @classmethod
+    def attach(cls, run_dir: Path) -> Optional["TrainJob"]:
+        pid = running_pid(run_dir)
+        return cls(run_dir, pid=pid) if pid else None
 
     @property
     def running(self) -> bool:
-        return self.proc.poll() is None
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return running_pid(self.run_dir) is not None
+
+    def exit_code(self) -> Optional[int]:
+        if self.proc is not None:
+            return self.proc.poll()
+        if self.running:
+            return None
+        # Not our child: the code is unknown, but a run that wrote `done` finished well.
+        return 0 if any(r.get("event") == "done" for r in read_progress(self.run_dir)) else 1
 
     def status(self) -> RunStatus:
-        return summarize(self.run_dir, self.proc.poll())
+        return summarize(self.run_dir, self.exit_code())
 
     def stop(self, timeout: float = 120) -> None:
         """Ask the run to save a checkpoint and stop; force it only if it does not."""
         if not self.running:
             return
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.terminate()
+        os.kill(self.pid, signal.SIGINT)
+        deadline = time.time() + timeout
+        while self.running and time.time() < deadline:
+            time.sleep(0.2)
+        if self.running:
+            os.kill(self.pid, signal.SIGTERM)
+        if self.proc is not None:
             self.proc.wait(timeout=30)
+
+
+def find_running(runs_dir: Path) -> Optional[TrainJob]:
+    """A run still training under `runs_dir` (the newest, if several), to reattach to."""
+    runs = sorted((p for p in Path(runs_dir).glob("*") if (p / PROGRESS_FILE).is_file()),
+                  key=lambda p: (p / PROGRESS_FILE).stat().st_mtime, reverse=True)
+    for run_dir in runs:
+        job = TrainJob.attach(run_dir)
+        if job is not None:
+            return job
+    return None
 
 
 def new_run_name(prefix: str = "run") -> str:
@@ -138,9 +187,13 @@ def start_training(cfg, run_name: str, options: dict) -> TrainJob:
     if not re.fullmatch(r"(?!\.+$)[A-Za-z0-9._-]+", run_name or ""):  # "." and ".." would leave the runs folder
         raise ValueError("run name may hold letters, digits, '.', '_' and '-' only, and not dots alone")
     run_dir = Path(cfg.train.output_dir) / run_name
-    if (run_dir / PROGRESS_FILE).exists():
+    if (run_dir / PROGRESS_FILE).exists() or running_pid(run_dir):
         raise ValueError(f"a run named {run_name!r} exists already; choose another name")
     run_dir.mkdir(parents=True, exist_ok=True)
+    try:  # two starts at the same moment: the first to create this file wins
+        os.close(os.open(run_dir / CLAIM_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        raise ValueError(f"a run named {run_name!r} is being started already") from None
     frozen = dump_config(cfg, run_dir / "config.json")
     project_root = Path(cfg.root)
     argv = [sys.executable, str(project_root / "start.py"), "--config", str(frozen), "train", "--run-name", run_name]
@@ -151,7 +204,9 @@ def start_training(cfg, run_name: str, options: dict) -> TrainJob:
         if value is not True:
             argv.append(str(value))
     log = open(run_dir / LOG_FILE, "ab")
-    proc = subprocess.Popen(argv, cwd=project_root, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    # Its own session: a Ctrl-C or restart of the web UI does not reach the run, which goes on.
+    proc = subprocess.Popen(argv, cwd=project_root, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
     log.close()  # the child holds its own handle
     return TrainJob(run_dir, proc)
 

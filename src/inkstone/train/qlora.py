@@ -280,6 +280,14 @@ def _resume_point(args: TrainArgs, out: Path, log: ProgressLog) -> Optional[Path
 
 
 def run_training(args: TrainArgs) -> Path:
+    """Train, holding the run's lock throughout: a second start of the same run fails at once."""
+    from .run_lock import RunLock
+
+    with RunLock(args.output_dir):
+        return _run_training(args)
+
+
+def _run_training(args: TrainArgs) -> Path:
     import torch
     from transformers import TrainingArguments, default_data_collator
 

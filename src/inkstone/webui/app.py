@@ -18,6 +18,7 @@ import gradio as gr
 from ..inference.engine import EngineBridge
 from ..story.studio import Studio
 from ..train.jobs import TrainJob
+from .access import api_guarded, check_exposure, gradio_session_user
 from .i18n import i18n
 from .compare_tab import create_compare_tab
 from .history_tab import create_history_tab
@@ -38,6 +39,10 @@ class AppContext:
     studio: Optional[Studio] = None
 
     def __post_init__(self):
+        if self.train_job is None:  # a run started before this web UI (re)started is picked up again
+            from ..train.jobs import find_running
+
+            self.train_job = find_running(self.cfg.train.output_dir)
         if self.studio is None:
             m = self.cfg.memory
             self.studio = Studio(self.bridge, m.studio_db, m.extract_max_items, m.extract_max_chars)
@@ -92,11 +97,7 @@ def launch(ctx: AppContext, *, block: bool = True):
     """Start the app; returns the Blocks (already serving when block=False)."""
     w = ctx.cfg.webui
     auth = auth_for(w)
-    if w.share and auth is None:
-        raise ValueError(
-            "--share makes the studio reachable from the internet: set a login first "
-            "(INKSTONE_WEBUI__USERNAME and INKSTONE_WEBUI__PASSWORD, or [webui] username/password)"
-        )
+    check_exposure(w)
     check_port_free(w.host, w.port)
     demo = build_app(ctx)
     demo.launch(
@@ -114,5 +115,7 @@ def mount_extra_routes(ctx: AppContext, demo: gr.Blocks) -> None:
     """HTTP routes served by the same process and engine, beside the Gradio app."""
     from ..api.openai_compat import create_router
 
-    key = ctx.cfg.webui.api_key.get_secret_value() if ctx.cfg.webui.api_key else None
-    demo.app.include_router(create_router(ctx, api_key=key))
+    w = ctx.cfg.webui
+    key = w.api_key.get_secret_value() if w.api_key else None
+    demo.app.include_router(create_router(ctx, api_key=key, guarded=api_guarded(w),
+                                          session_user=gradio_session_user(demo)))

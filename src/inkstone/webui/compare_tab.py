@@ -14,7 +14,7 @@ from typing import Optional
 import gradio as gr
 
 from ..api.streams import iterate_merged
-from ..inference.engine import AdapterError, Finished, GenerationParams, Text
+from ..inference.engine import AdapterError, EngineUnavailable, Finished, GenerationParams, Text
 from ..inference.prompts import PromptTooLong
 from .i18n import i18n
 from .write_tab import BASE_CHOICE, adapter_choices
@@ -81,7 +81,7 @@ def compare_stream(bridge, story: str, story_text: str, instruction: str, use_me
                     rate = ev.output_tokens / ev.elapsed_s if ev.elapsed_s else 0.0
                     notes[slot] = f"{ev.output_tokens} tokens, {rate:.1f} tok/s ({ev.finish_reason})"
             yield (*texts, status(), assembled.text)
-    except (PromptTooLong, AdapterError) as exc:
+    except (PromptTooLong, AdapterError, EngineUnavailable) as exc:
         raise gr.Error(str(exc)) from exc
 
 

@@ -19,12 +19,23 @@ def status_markdown(ctx) -> str:
     lines = [
         f"- **Model**: `{s.model_name}` at `{s.model_path}` (prompt format: {b.prompt_format})",
         f"- **Context**: {s.max_model_len} tokens · engine up {uptime}",
+        f"- **Engine**: {_engine_state(b)}",
         f"- **Device**: {device_summary()}",
         f"- **Memory store**: {memory} entries · embedder `{embedder}`",
         f"- **Adapters** ({len(adapters)}): " + (", ".join(f"`{n}`" for n in sorted(adapters)) or "none yet"),
     ]
     lines += [f"- ⚠️ {n}" for n in ctx.notes]
     return "\n".join(lines)
+
+
+def _engine_state(bridge) -> str:
+    h = bridge.health()
+    text = {"ready": "ready", "restarting": "⚠ engine restarting after a crash",
+            "failed": "⚠ the engine could not be restarted; see the server log"}.get(h["state"], h["state"])
+    done = [r for r in h["restarts"] if "restart_s" in r]
+    if done:
+        text += f" · restarted {len(done)}× (last took {done[-1]['restart_s']} s)"
+    return text
 
 
 def create_settings_tab(ctx) -> None:

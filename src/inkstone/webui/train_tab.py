@@ -40,7 +40,7 @@ def train_status(ctx) -> tuple[str, pd.DataFrame]:
         return "No training run started in this session.", pd.DataFrame({"step": [], "loss": [], "series": []})
     st = job.status()
     if st.adapter:
-        ctx.bridge.register_adapter(st.adapter, name=f"{st.run}/adapter")
+        ctx.bridge.register_adapter(st.adapter, name=f"{st.run}/adapter", trusted=True)  # our own run
     return _bar(st), loss_frame(st)
 
 

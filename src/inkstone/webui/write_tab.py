@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from ..inference.engine import AdapterError, Finished, GenerationParams, Prepared, Text
+from ..inference.engine import AdapterError, EngineUnavailable, Finished, GenerationParams, Prepared, Text
 from ..inference.prompts import PromptTooLong
 from ..memory.extraction import ExtractionError, Proposal
 from ..memory.store import KINDS, MemoryError_
@@ -51,6 +51,11 @@ def write_stream(studio, story_text: str, instruction: str, temperature: float, 
                 ttft = f"{ev.ttft_s * 1000:.0f} ms" if ev.ttft_s is not None else "—"
                 status += f" · {ev.output_tokens} tokens, {rate:.1f} tok/s, first token {ttft} ({ev.finish_reason})"
                 yield out, status, prompt
+    except EngineUnavailable as exc:
+        if not out:
+            raise gr.Error(f"Engine restarting: {exc}") from exc
+        # The text written before the engine went down stays on screen (and in History).
+        yield out, f"{status} · ⚠ engine restarting: {exc}", prompt
     except (PromptTooLong, AdapterError, ValueError) as exc:
         raise gr.Error(str(exc)) from exc
 
@@ -155,4 +160,4 @@ def _initial_adapter(ctx) -> str:
     lora = ctx.cfg.webui.lora
     if lora is None:
         return BASE_CHOICE
-    return ctx.bridge.register_adapter(lora)
+    return ctx.bridge.register_adapter(lora, trusted=True)  # from the command line or the config

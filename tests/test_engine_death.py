@@ -1,0 +1,69 @@
+"""A dead engine core is noticed, open requests end with a clear error, /v1 answers
+503 while a new engine starts, and the next generation works: no restart by hand."""
+import os
+import signal
+import threading
+import time
+
+import httpx
+import psutil
+import pytest
+
+from conftest import wait_until
+from inkstone.inference.engine import EngineUnavailable, GenerationParams, Text
+
+pytestmark = pytest.mark.slow
+
+
+def engine_core_pids() -> list[int]:
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            title = " ".join(child.cmdline()) + " " + child.name()
+        except psutil.Error:
+            continue
+        if "EngineCore" in title:
+            found.append(child.pid)
+    return found
+
+
+def test_a_killed_engine_core_is_replaced_and_the_next_generation_works(app, bridge):
+    _, url = app
+    (pid,) = engine_core_pids()
+    params = GenerationParams(temperature=0.0, max_tokens=900, repetition_penalty=1.0)
+    stream = bridge.stream(raw_prompt="宝玉", params=params, use_memory=False)
+    seen, error = [], []
+
+    def consume():
+        try:
+            for ev in stream:
+                if isinstance(ev, Text):
+                    seen.append(ev.text)
+        except Exception as exc:  # what the writer sees
+            error.append(exc)
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    wait_until(lambda: seen or error, timeout=60)
+    assert seen, error
+    killed_at = time.time()
+    os.kill(pid, signal.SIGKILL)
+    reader.join(timeout=60)
+    assert not reader.is_alive()
+    assert len(error) == 1 and isinstance(error[0], EngineUnavailable), error
+    assert "restarting" in str(error[0])
+
+    wait_until(lambda: bridge.state == "restarting", timeout=30)
+    during = httpx.post(url + "v1/completions", json={"model": bridge.settings.model_name, "prompt": "宝玉",
+                                                      "max_tokens": 4}, timeout=30)
+    assert during.status_code == 503 and "restarting" in during.json()["error"]["message"]
+    assert during.headers.get("retry-after")
+    assert httpx.get(url + "v1/health", timeout=30).status_code == 503
+
+    wait_until(lambda: bridge.state == "ready", timeout=600, interval=0.5)
+    text = bridge.generate(raw_prompt="宝玉", params=GenerationParams(temperature=0.0, max_tokens=8), use_memory=False)
+    recovered_s = time.time() - killed_at
+    assert text
+    assert engine_core_pids() and engine_core_pids() != [pid]
+    assert httpx.get(url + "v1/health", timeout=30).json()["restarts"][-1]["restart_s"] > 0
+    print(f"\nkill -9 of the engine core to the next good generation: {recovered_s:.1f} s")
