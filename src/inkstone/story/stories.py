@@ -38,8 +38,9 @@ class Stories:
 
     def ensure(self, name: str) -> str:
         name = check_story_name(name)
-        with self.db.connect() as con:
-            con.execute("INSERT OR IGNORE INTO stories (name, created) VALUES (?, ?)", (name, time.time()))
+        with self.db.connect() as con:  # a read first: writing only for a new story keeps writers rare
+            if con.execute("SELECT 1 FROM stories WHERE name = ?", (name,)).fetchone() is None:
+                con.execute("INSERT OR IGNORE INTO stories (name, created) VALUES (?, ?)", (name, time.time()))
         return name
 
     def names(self) -> list[str]:

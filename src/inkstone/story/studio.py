@@ -4,6 +4,8 @@ calls the engine bridge and never vLLM itself."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import random
 import time
 from pathlib import Path
@@ -16,12 +18,14 @@ from .db import StudioDB
 from .history import History, HistoryEntry
 from .stories import DEFAULT_STORY, Stories
 
+log = logging.getLogger(__name__)
 
 class Studio:
     def __init__(self, bridge: EngineBridge, db_path: Path, extract_max_items: int = 6,
                  extract_max_chars: int = 120):
         self.bridge = bridge
         self.extract_defaults = {"max_items": extract_max_items, "max_chars": extract_max_chars}
+        self.db_path = Path(db_path)
         db = StudioDB(db_path)
         self.history = History(db)
         self.stories = Stories(db)
@@ -52,7 +56,7 @@ class Studio:
                 yield ev
         finally:
             if prepared is not None:
-                self.history.add(HistoryEntry(
+                self._record(HistoryEntry(
                     story=story, mode=mode, instruction=instruction, story_text=story_text,
                     prompt=prepared.prompt, model=self.bridge.settings.model_name, adapter=adapter,
                     params=dataclasses.asdict(params), output="".join(out),
@@ -60,6 +64,22 @@ class Studio:
                     finish_reason=finished.finish_reason if finished else "stopped",
                     output_tokens=finished.output_tokens if finished else 0,
                     started=started, finished=time.time()))
+
+    def _record(self, entry: HistoryEntry) -> None:
+        """Add to the history; if the database refuses (disk full, locked past the
+        timeout), keep the entry as a JSON file beside it instead. A stream's end
+        must never raise, and the generated text must never be lost."""
+        try:
+            self.history.add(entry)
+        except Exception as exc:
+            folder = Path(self.db_path).parent / "unsaved-history"
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{random.randrange(10**6):06d}.json"
+                path.write_text(json.dumps(dataclasses.asdict(entry), ensure_ascii=False, indent=1), encoding="utf-8")
+                log.error("history not saved (%s); the generation is kept in %s", exc, path)
+            except Exception:
+                log.exception("history not saved (%s), nor its fallback file; the text was: %s", exc, entry.output)
 
     def rerun(self, history_id: int) -> str:
         """Generate again from an entry's exact prompt, model choice and parameters."""
