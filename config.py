@@ -128,6 +128,21 @@ class WebUIConfig(BaseModel):
     lora: Optional[Path] = None  # adapter preselected in Write
 
 
+class LimitsConfig(BaseModel):
+    """What one request may ask of the server (the API and the web UI)."""
+    max_body_bytes: int = Field(4 << 20, ge=1024)  # a request body (JSON); 413 beyond
+    max_prompts: int = Field(16, ge=1)  # prompts in one /v1/completions request
+    max_n: int = Field(8, ge=1)  # samples per prompt
+    max_stop: int = Field(8, ge=0)  # stop strings per request
+    max_stop_chars: int = Field(64, ge=1)  # characters per stop string
+    max_prompt_tokens: Optional[int] = Field(None, ge=1)  # None: what the context allows
+    max_upload_mb: int = Field(50, ge=1)  # files uploaded in the web UI (memory import, training data)
+    max_json_depth: int = Field(32, ge=2)  # nesting of a request body
+    # Generations running at once for one client (API key or address) and in all; 429 beyond.
+    max_concurrent_per_client: int = Field(16, ge=1)
+    max_concurrent: int = Field(64, ge=1)
+
+
 class Config(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="INKSTONE_",
@@ -142,6 +157,7 @@ class Config(BaseSettings):
     inference: InferenceConfig = InferenceConfig()
     memory: MemoryConfig = MemoryConfig()
     webui: WebUIConfig = WebUIConfig()
+    limits: LimitsConfig = LimitsConfig()
     root: Path = PROJECT_ROOT
 
     @classmethod

@@ -102,9 +102,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate-memory", help="re-embed memories made with another embedder for the configured one")
 
     be = sub.add_parser("bench", help="benchmarks writing JSON")
-    be.add_argument("what", choices=["serve", "train", "quality", "memory", "prepare"])
+    be.add_argument("what", choices=["serve", "train", "quality", "memory", "prepare", "soak"])
     be.add_argument("--output", type=Path, help="JSON file (default: bench-results/<what>.json)")
-    be.add_argument("--streams", default="1,8,32", help="serve: concurrency levels, comma separated")
+    be.add_argument("--streams", default="1,8,32", help="serve: concurrency levels, comma separated; "
+                    "soak: writers at once (default 32)")
+    be.add_argument("--minutes", type=float, default=10.0, help="soak: how long the writers write")
     be.add_argument("--max-tokens", type=int, default=64, help="serve: new tokens per request")
     be.add_argument("--corpus", type=Path, help="train: text to train on (default: the sample corpus); "
                     "quality: the novel (default: data.sample_corpus)")

@@ -61,3 +61,23 @@ def test_v1_needs_the_key_or_a_logged_in_session(setting, cfg, bridge):
                 assert statuses(keyed) == (200, 200)
     finally:
         demo.close()
+
+
+def test_the_concurrency_gate_counts_per_client_and_in_all():
+    from inkstone.api.errors import ApiError
+    from inkstone.api.limits import ConcurrencyGate
+
+    gate = ConcurrencyGate(per_client=2, total=3)
+    gate.acquire("a", 2)
+    with pytest.raises(ApiError) as err:
+        gate.acquire("a", 1)
+    assert err.value.status == 429 and "max_concurrent_per_client" in err.value.message
+    gate.acquire("b", 1)
+    with pytest.raises(ApiError, match="limits.max_concurrent\\)"):
+        gate.acquire("c", 1)
+    gate.release("a", 2)
+    with gate.hold("c", 2):
+        with pytest.raises(ApiError):
+            gate.acquire("d", 1)
+    gate.acquire("d", 2)
+    assert err.value.response().headers["retry-after"] == "1"

@@ -181,3 +181,63 @@ def test_api_key_is_required_when_configured_or_shared(app, base, caplog):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+# ---- limits: checked before any work, each with a clear 4xx ----
+def test_bad_bodies_get_400_or_413_naming_the_problem(app, base):
+    _, url = app
+    post = lambda body, **kw: httpx.post(url + "v1/completions", content=body, timeout=30,  # noqa: E731
+                                         headers={"Content-Type": "application/json"}, **kw)
+    r = post(b'{"model": "x", "prompt": ')
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
+    r = post(b"[" * 100_000 + b"]" * 100_000)
+    assert r.status_code == 400 and "nested too deeply" in r.json()["error"]["message"]
+    r = post(json.dumps({"model": base, "prompt": "宝玉\ud800", "max_tokens": 2}).encode())
+    assert r.status_code == 400 and r.json()["error"]["param"] == "prompt" and "surrogate" in r.text
+    r = post(b'{"model": "' + b"x" * (5 << 20) + b'"}')
+    assert r.status_code == 413 and "max_body_bytes" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("field, value, param", [
+    ("prompt", ["宝玉"] * 17, "prompt"), ("n", 9, "n"), ("stop", ["。"] * 9, "stop"), ("stop", ["长" * 65], "stop"),
+])
+def test_requests_beyond_the_limits_are_refused_before_generating(app, base, field, value, param):
+    _, url = app
+    body = {"model": base, "prompt": "宝玉", "max_tokens": 2, field: value}
+    r = httpx.post(url + "v1/completions", json=body, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["param"] == param and "limits." in r.text
+
+
+def test_concurrent_generations_are_limited_per_client_and_in_all(app, base):
+    from fastapi import FastAPI
+
+    from inkstone.api.openai_compat import create_router
+    from inkstone.webui.app import AppContext
+
+    ctx = app[0]
+    limits = ctx.cfg.limits.model_copy(update={"max_concurrent_per_client": 2, "max_concurrent": 3})
+    small = FastAPI()
+    small.include_router(create_router(AppContext(cfg=ctx.cfg.model_copy(update={"limits": limits}),
+                                                  bridge=ctx.bridge, studio=ctx.studio, train_job=None)))
+    server, thread, url = _serve(small)
+    long = {"model": base, "prompt": "宝玉", "max_tokens": 900, "min_tokens": 900, "stream": True}
+
+    def request(who: str) -> tuple[str, int, str]:
+        r = httpx.post(f"{url}/v1/completions", json=long, headers={"Authorization": f"Bearer {who}"}, timeout=120)
+        return who, r.status_code, r.text
+
+    try:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(6) as pool:  # six at once, each generating for seconds
+            answers = list(pool.map(request, ["a", "a", "a", "b", "b", "c"]))
+        served = [who for who, status, _ in answers if status == 200]
+        refused = [(who, text) for who, status, text in answers if status == 429]
+        assert len(served) + len(refused) == 6 and refused
+        assert len(served) <= 3 and all(served.count(w) <= 2 for w in "abc")
+        assert all("limits.max_concurrent" in text for _, text in refused)
+        assert all("[DONE]" in text for _, status, text in answers if status == 200)
+        assert request("a")[1] == 200 and request("c")[1] == 200  # places are given back when streams end
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -12,7 +12,7 @@ def test_defaults_match_the_seed():
     assert cfg.model.gpu_memory_utilization == 0.85
     assert (cfg.train.lora_r, cfg.train.epochs, cfg.train.batch_size, cfg.train.grad_accum) == (64, 3, 2, 8)
     assert cfg.train.lr == 2e-4
-    assert (cfg.webui.host, cfg.webui.port) == ("0.0.0.0", 7860)
+    assert (cfg.webui.host, cfg.webui.port) == ("127.0.0.1", 7860)  # loopback unless a login is set
     assert cfg.memory.db_dir == cfg.root / "data" / "chroma_db"
 
 

@@ -300,3 +300,14 @@ def test_two_starts_of_one_run_at_the_same_moment_start_one(tiny_model, train_da
                                   for r in results if isinstance(r, Exception))
     jobs[0].proc.wait(timeout=240)
     assert jobs[0].status().state == "done"
+
+
+def test_bench_train_reports_every_side_against_the_peer(tiny_model, corpus):
+    from inkstone.bench.train import run_train_bench
+
+    result = run_train_bench(tiny_model, corpus, steps=2, batch=1, seq=64, lora_r=4, dtype="float32")
+    for side in ("naive", "peer", "ours"):
+        assert result[side]["tokens_per_s"] > 0 and result[side]["peak_rss_mb"] > 0
+    assert result["peer"]["gradient_checkpointing"] is True
+    assert result["ours"]["resolved"]["dtype"] == "float32" and result["ours"]["resolved"]["fused_loss"] is True
+    assert result["tokens_per_s_vs_peer"] > 0 and result["tokens_per_s_vs_naive"] > 0

@@ -60,8 +60,9 @@ def test_too_long_prompt_shows_an_error_and_others_are_still_served(client):
 
 
 def test_unknown_adapter_is_a_clear_error(client):
-    with pytest.raises(Exception, match="not found"):
-        client.predict(*write_args("宝玉", "", adapter="/no/such/adapter"), api_name="/write")
+    for typed in ("/no/such/adapter", "/etc", "no-such-adapter"):  # missing and forbidden read the same
+        with pytest.raises(Exception, match="no adapter named .* in the adapter folders"):
+            client.predict(*write_args("宝玉", "", adapter=typed), api_name="/write")
 
 
 def test_stop_aborts_the_request_in_the_engine(app, client):

@@ -269,6 +269,11 @@ def run_bench(cfg, args) -> int:
 
         levels = [int(x) for x in args.streams.split(",") if x.strip()]
         result = run_serve_bench(cfg, levels=levels, max_tokens=args.max_tokens)
+    elif args.what == "soak":
+        from .bench.soak import run_soak
+
+        streams = int(args.streams) if args.streams.isdigit() else 32
+        result = run_soak(cfg, streams=streams, minutes=args.minutes, max_tokens=args.max_tokens)
     elif args.what == "prepare":
         from transformers import AutoTokenizer
 

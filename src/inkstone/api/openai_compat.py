@@ -12,6 +12,9 @@ Handlers run on Gradio's event loop; tokens come from `EngineBridge.astream`,
 which hops them over from the engine's loop without holding a thread per
 stream. A client that disconnects aborts its request inside the engine.
 
+Limits (body size, prompts, n, stop strings, prompt tokens, generations at
+once per client and in all) are checked before any work: see limits.py.
+
 Keys: when an API key is configured, every route wants `Authorization: Bearer
 KEY`. When the app is shared (`webui.share`) and no key is set, the router
 makes up a random key for this run and logs it once: a public link never
@@ -33,37 +36,18 @@ from typing import Any, Callable, Optional, Sequence
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from ..inference.engine import AdapterError, EngineUnavailable, Finished, GenerationParams, Text
 from ..inference.prompts import PromptTooLong, memory_block
 from ..memory.store import MemoryEntry
+from .errors import ApiError
+from .limits import ConcurrencyGate, check_request, read_json
 from .schemas import ChatRequest, CompletionRequest, InkstoneOptions
 from .streams import first_events, merge
 
 log = logging.getLogger(__name__)
-
-
-class ApiError(Exception):
-    """An error answered in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
-
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
-                 param: Optional[str] = None, code: Optional[str] = None, **extra: Any):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code, self.extra = status, message, type, param, code, extra
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code,
-                          **self.extra}}
-
-    def response(self) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
-        if self.status == 503:
-            headers = {"Retry-After": str(RETRY_AFTER_S)}
-        return JSONResponse(self.body(), status_code=self.status, headers=headers)
-
-
-RETRY_AFTER_S = 30
 
 
 def _unavailable(exc: BaseException) -> ApiError:
@@ -108,6 +92,8 @@ def create_router(ctx, api_key: Optional[str] = None, *, guarded: bool = False,
         )
     expected = f"Bearer {api_key}".encode() if api_key else None
     router = APIRouter(prefix="/v1")
+    limits = ctx.cfg.limits
+    gate = ConcurrencyGate(limits.max_concurrent_per_client, limits.max_concurrent)
 
     # ---- helpers ------------------------------------------------------------------------
     def check_key(request: Request) -> None:
@@ -142,10 +128,7 @@ def create_router(ctx, api_key: Optional[str] = None, *, guarded: bool = False,
                        param="model", code="model_not_found", models=names)
 
     async def parse(request: Request, schema: type[BaseModel]):
-        try:
-            raw = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ApiError(400, f"The request body is not valid JSON: {exc}") from exc
+        raw = await read_json(request, max_bytes=limits.max_body_bytes, max_depth=limits.max_json_depth)
         try:
             req = schema.model_validate(raw)
         except ValidationError as exc:
@@ -155,7 +138,13 @@ def create_router(ctx, api_key: Optional[str] = None, *, guarded: bool = False,
         feature = req.unsupported()
         if feature:
             raise ApiError(400, f"'{feature}' is not supported by this server", param=feature)
+        prompts = getattr(req, "prompt", None)
+        check_request(req, limits, prompts=len(prompts) if isinstance(prompts, list) else 1)
         return req
+
+    def client_of(request: Request) -> str:
+        """Whom a request counts against: its key, else its address."""
+        return request.headers.get("authorization") or (request.client.host if request.client else "?")
 
     def params_for(req, max_tokens: int, k: int) -> GenerationParams:
         seed = req.seed if req.seed is not None else inf.seed
@@ -165,6 +154,7 @@ def create_router(ctx, api_key: Optional[str] = None, *, guarded: bool = False,
             top_k=inf.top_k if req.top_k is None else req.top_k,
             repetition_penalty=inf.repetition_penalty if req.repetition_penalty is None else req.repetition_penalty,
             max_tokens=max_tokens, seed=None if seed is None else seed + k,  # n > 1: different samples
+            min_tokens=min(req.min_tokens, max_tokens),
         )
 
     def fit(render: Callable[[list[MemoryEntry]], tuple[str, bool]], query: str,
@@ -251,6 +241,33 @@ def create_router(ctx, api_key: Optional[str] = None, *, guarded: bool = False,
                      adapter: Optional[str]) -> Response:
         # one engine request per (prompt, sample); choice index = prompt * n + sample
         jobs = [p for p in prepared for _ in range(req.n)]
+        too_long = next((p for p in prepared if limits.max_prompt_tokens and len(p.ids) > limits.max_prompt_tokens),
+                        None)
+        if too_long is not None:
+            raise ApiError(400, f"the prompt is {len(too_long.ids)} tokens; at most {limits.max_prompt_tokens} "
+                                "(limits.max_prompt_tokens).", param="prompt")
+        client = client_of(request)
+        gate.acquire(client, len(jobs))
+        released = []
+
+        def release() -> None:  # once, whichever way the request ends
+            if not released:
+                released.append(True)
+                gate.release(client, len(jobs))
+
+        try:
+            response = await generate(request, req, chat, prepared, jobs, adapter, release)
+        except BaseException:
+            release()
+            raise
+        if not isinstance(response, StreamingResponse):
+            release()
+        return response
+
+    async def generate(request: Request, req, chat: bool, prepared: Sequence[PreparedPrompt],
+                       jobs: list[PreparedPrompt], adapter: Optional[str], release: Callable[[], None]) -> Response:
+        """Runs the generations of one request. A stream calls `release` when it ends, not
+        when its response starts."""
         streams = [
             bridge.astream(p.ids, params_for(req, p.max_tokens, k % req.n), adapter=adapter, stop=req.stop_list(),
                            presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
@@ -312,11 +329,13 @@ def create_router(ctx, api_key: Optional[str] = None, *, guarded: bool = False,
                 except Exception as exc:  # after the headers, errors travel in the stream
                     log.exception("stream failed")
                     yield _sse(ApiError(500, f"generation failed: {exc}", type="server_error").body())
+                finally:
+                    release()
                 yield "data: [DONE]\n\n"
 
             # Starlette cancels `events` when the client disconnects; the cancellation reaches
             # astream, which aborts the request in the engine.
-            return StreamingResponse(events(), media_type="text/event-stream",
+            return StreamingResponse(events(), media_type="text/event-stream", background=BackgroundTask(release),
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
         async def collect():

@@ -42,6 +42,7 @@ class _Common(BaseModel):
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     seed: Optional[int] = None
+    min_tokens: int = Field(0, ge=0)  # as vLLM's server: no end of text before this many tokens
     stop: Union[str, list[str], None] = None
     n: int = Field(1, ge=1, le=16)
     stream: bool = False

@@ -49,6 +49,7 @@ class GenerationParams:
     max_tokens: int = 512
     repetition_penalty: float = 1.1
     seed: Optional[int] = None
+    min_tokens: int = 0  # end-of-text and stop strings are ignored until this many tokens
     # When set, decoding is constrained to JSON matching this schema (vLLM structured outputs).
     json_schema: Optional[dict] = None
 
@@ -172,6 +173,7 @@ class EngineBridge:
         self.prompt_format: str = "plain"
         self._thread: Optional[threading.Thread] = None
         self._memory_exec = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory")
+        self._prompt_exec = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="prompt")
         self._adapters: dict[str, tuple[int, Path]] = {}  # name -> (lora id, folder)
         self._lora_ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -297,6 +299,7 @@ class EngineBridge:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=30)
         self._memory_exec.shutdown(wait=True)
+        self._prompt_exec.shutdown(wait=False)
         if self.memory is not None:
             self.memory.close()
         self._thread = None
@@ -398,7 +401,8 @@ class EngineBridge:
         structured = StructuredOutputsParams(json=p.json_schema) if p.json_schema else None
         return SamplingParams(
             temperature=p.temperature, top_p=p.top_p, top_k=p.top_k, max_tokens=p.max_tokens,
-            repetition_penalty=p.repetition_penalty, seed=p.seed, output_kind=RequestOutputKind.DELTA,
+            repetition_penalty=p.repetition_penalty, seed=p.seed, min_tokens=p.min_tokens,
+            output_kind=RequestOutputKind.DELTA,
             structured_outputs=structured,
         )
 
@@ -417,7 +421,9 @@ class EngineBridge:
         """Runs on the engine loop: retrieve, assemble, generate; pushes events to `put`."""
         t0 = time.perf_counter()
         if raw_prompt is not None:
-            ids = prompts.encode(self.tokenizer, raw_prompt, self.prompt_format)
+            # Tokenizing happens off the loop: a long text would stall every other stream.
+            ids = await self.loop.run_in_executor(
+                self._prompt_exec, lambda: prompts.encode(self.tokenizer, raw_prompt, self.prompt_format))
             limit = self.settings.max_model_len - params.max_tokens
             if len(ids) > limit:
                 raise prompts.PromptTooLong(
@@ -428,8 +434,8 @@ class EngineBridge:
         else:
             query = "\n".join(x for x in (instruction, story_text[-500:]) if x)
             memories = await self._retrieve(query, story) if use_memory else []
-            assembled = self.assemble(instruction, story_text, max_tokens=params.max_tokens, memories=memories,
-                                      summaries=tuple(summaries))
+            assembled = await self.loop.run_in_executor(self._prompt_exec, lambda: self.assemble(
+                instruction, story_text, max_tokens=params.max_tokens, memories=memories, summaries=tuple(summaries)))
         lora = self._lora_request(adapter)
         put(Prepared(assembled.text, len(assembled.token_ids), assembled.memories))
         await self._generate_into(put, assembled.token_ids, self._sampling(params), lora, t0)

@@ -32,6 +32,9 @@ class AssembledPrompt:
     summaries_used: int = 0
 
 
+# Characters one token can span, at most, in any vocabulary we serve (bounds the story text tokenized).
+MAX_CHARS_PER_TOKEN = 32
+
 def memory_block(memories: Sequence[MemoryEntry]) -> str:
     if not memories:
         return ""
@@ -121,15 +124,20 @@ def assemble(tokenizer, *, fmt: Literal["chat", "plain"], system: str, instructi
 
     # The story so far: keep the tail that fits, cutting on a line when possible.
     room = budget - len(encode(tokenizer, render(tokenizer, fmt, system, kept, "", instruction, kept_summaries), fmt))
+    full_chars = len(story)
+    # A multi-megabyte story is never tokenized whole: no token spans more than a few dozen
+    # characters, so the last room * MAX_CHARS_PER_TOKEN characters hold every token that can fit.
+    if len(story) > max(room, 0) * MAX_CHARS_PER_TOKEN:
+        story = story[-max(room, 0) * MAX_CHARS_PER_TOKEN:]
     story_ids = tokenizer(story, add_special_tokens=False).input_ids if story else []
-    dropped_chars = 0
+    dropped_chars = full_chars - len(story)
     if len(story_ids) > max(room - 8, 0):
         keep = max(room - 8, 0)  # margin: tokens can merge differently at the seam
         tail = tokenizer.decode(story_ids[len(story_ids) - keep:]) if keep else ""
         nl = tail.find("\n")
         if 0 <= nl < len(tail) // 4:
             tail = tail[nl + 1:]
-        dropped_chars = len(story) - len(tail)
+        dropped_chars = full_chars - len(tail)
         story = tail
 
     text = render(tokenizer, fmt, system, kept, story, instruction, kept_summaries)

@@ -103,7 +103,7 @@ def launch(ctx: AppContext, *, block: bool = True):
     demo.launch(
         server_name=w.host, server_port=w.port, share=w.share, auth=auth, i18n=i18n,
         prevent_thread_lock=True, show_error=True, quiet=not block,
-        max_threads=max(40, w.concurrency + 8),
+        max_threads=max(40, w.concurrency + 8), max_file_size=f"{ctx.cfg.limits.max_upload_mb}mb",
     )
     mount_extra_routes(ctx, demo)
     if block:
