@@ -127,3 +127,19 @@ def test_memories_are_retrieved_into_the_prompt(bridge):
     assert "林黛玉体弱多病" in first.prompt and first.memories[0].title == "林黛玉"
     off = next(iter(bridge.stream("写林黛玉吃药", "", GREEDY, story="engine-test", use_memory=False)))
     assert "林黛玉体弱多病" not in off.prompt
+
+
+def test_the_bf16_engine_path_serves_too(tiny_model, cfg):
+    """The session engine runs float32; bf16 (native on AVX512-BF16 CPUs, emulated
+    elsewhere, which `auto` avoids there) starts and writes as well."""
+    from inkstone.hardware import cpu_has_fast_bf16
+    from inkstone.inference.engine import EngineBridge, EngineSettings, engine_dtype
+
+    assert engine_dtype("auto", gpu=False) == ("auto" if cpu_has_fast_bf16() else "float32")
+    settings = EngineSettings.from_config(cfg, tiny_model, "tiny")
+    settings.dtype, settings.cpu_kv_cache_gib = "bfloat16", 0.05
+    with EngineBridge(settings) as b:
+        events = list(b.stream(raw_prompt="宝玉", params=GenerationParams(max_tokens=6, min_tokens=6, seed=1),
+                               use_memory=False))
+        assert isinstance(events[-1], Finished) and events[-1].output_tokens == 6
+        assert b.health()["state"] == "ready"

@@ -55,6 +55,7 @@ def run_quality_check(model_path: Path, corpus: Path, *, train_chapters: int = 7
             max_eval_blocks=eval_blocks, warmup_ratio=0.05, eval_on_start=True,
         ))
         rows = [json.loads(x) for x in (tmp / "run" / "progress.jsonl").read_text(encoding="utf-8").splitlines()]
+        resolved = json.loads((tmp / "run" / "run.json").read_text(encoding="utf-8"))["resolved"]
     evals = [r for r in rows if r.get("event") == "log" and "eval_loss" in r]
     done = next(r for r in rows if r.get("event") == "done")
     base_loss, tuned_loss = evals[0]["eval_loss"], done["eval_loss"]
@@ -69,4 +70,8 @@ def run_quality_check(model_path: Path, corpus: Path, *, train_chapters: int = 7
         "base_eval_loss": round(base_loss, 4), "tuned_eval_loss": round(tuned_loss, 4),
         "base_perplexity": round(math.exp(base_loss), 3), "tuned_perplexity": round(math.exp(tuned_loss), 3),
         "perplexity_ratio": round(math.exp(tuned_loss - base_loss), 4),
+        "train_s": done.get("train_s"), "eval_s": done.get("eval_s"),
+        "eval_share": round(done["eval_s"] / (done["eval_s"] + done["train_s"]), 3) if done.get("train_s") else None,
+        "eval_blocks": resolved["eval_blocks"], "dtype": resolved["dtype"],
+        "gradient_checkpointing": resolved["gradient_checkpointing"],
     }
