@@ -35,6 +35,7 @@ def test_a_stopped_generation_is_kept_as_stopped(studio):
     stream.close()
     (entry,) = studio.history.list(story="stop")
     assert entry.finish_reason == "stopped" and entry.output
+    assert entry.output_tokens == len(studio.bridge.tokenizer(entry.output, add_special_tokens=False).input_ids) > 0
 
 
 def test_the_history_file_is_in_wal_mode(studio):

@@ -161,7 +161,9 @@ def run_webui(cfg, args) -> int:
         raise UserError(str(exc)) from exc
     finally:
         if ctx.train_job is not None and ctx.train_job.running:
-            ctx.train_job.stop()
+            # A run outlives the web UI (it has its own session); the next start picks it up again.
+            print(f"[inkstone] training run {ctx.train_job.run_dir.name} goes on (pid {ctx.train_job.pid}); "
+                  "the next web UI start shows it again")
         if demo is not None:
             demo.close()
         bridge.stop()

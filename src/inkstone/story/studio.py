@@ -20,6 +20,11 @@ from .stories import DEFAULT_STORY, Stories
 
 log = logging.getLogger(__name__)
 
+
+def encode_plain(bridge, text: str) -> list[int]:
+    """Token ids of generated text as the model wrote it (no special tokens added)."""
+    return bridge.tokenizer(text, add_special_tokens=False).input_ids if text else []
+
 class Studio:
     def __init__(self, bridge: EngineBridge, db_path: Path, extract_max_items: int = 6,
                  extract_max_chars: int = 120):
@@ -43,7 +48,7 @@ class Studio:
         full_instruction = mode_instruction(mode, instruction, passage)
         summaries = tuple(self.stories.summaries(story))
         started = time.time()
-        prepared, out, finished = None, [], None
+        prepared, out, finished, failed = None, [], None, None
         try:
             for ev in self.bridge.stream(full_instruction, story_text, params, adapter=adapter,
                                          use_memory=use_memory, story=story, summaries=summaries):
@@ -54,15 +59,20 @@ class Studio:
                 elif isinstance(ev, Finished):
                     finished = ev
                 yield ev
+        except Exception as exc:
+            failed = exc
+            raise
         finally:
             if prepared is not None:
+                text = "".join(out)
                 self._record(HistoryEntry(
                     story=story, mode=mode, instruction=instruction, story_text=story_text,
                     prompt=prepared.prompt, model=self.bridge.settings.model_name, adapter=adapter,
-                    params=dataclasses.asdict(params), output="".join(out),
+                    params=dataclasses.asdict(params), output=text,
                     memory_ids=[m.id for m in prepared.memories],
-                    finish_reason=finished.finish_reason if finished else "stopped",
-                    output_tokens=finished.output_tokens if finished else 0,
+                    # Not finished: stopped by the writer, or ended by an error (the engine went down).
+                    finish_reason=finished.finish_reason if finished else ("error" if failed else "stopped"),
+                    output_tokens=finished.output_tokens if finished else len(encode_plain(self.bridge, text)),
                     started=started, finished=time.time()))
 
     def _record(self, entry: HistoryEntry) -> None:
