@@ -117,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--4bit", dest="four_bit", action="store_true", default=False,
                     help="train: 4-bit base on every side (default: full precision, as the peer runs)")
     be.add_argument("--sides", default="naive,peer,ours", help="train: which sides to run")
+    be.add_argument("--repeats", type=int, default=3, help="train: runs of each side, taking turns (median)")
     be.add_argument("--train-chapters", type=int, default=72,
                     help="quality: train on this many first chapters, evaluate on the rest")
     be.add_argument("--sizes", default="1000,10000,100000", help="memory: store sizes, comma separated")

@@ -11,7 +11,8 @@ from conftest import free_port, wait_until
 from inkstone.inference.engine import GenerationParams
 
 pytestmark = pytest.mark.slow
-GREEDY = dict(temperature=0.0, extra_body={"repetition_penalty": 1.0})
+# min_tokens (capped at max_tokens): as many tokens as asked, whatever a random tiny model would rather do.
+GREEDY = dict(temperature=0.0, extra_body={"repetition_penalty": 1.0, "min_tokens": 10_000})
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def test_models_lists_base_and_adapters(api, base, lora_name):
 def test_completion_equals_the_raw_engine_and_counts_usage(api, base, bridge):
     out = api.completions.create(model=base, prompt="宝玉笑道：", max_tokens=12, **GREEDY)
     raw = bridge.generate(raw_prompt="宝玉笑道：", params=GenerationParams(temperature=0.0, max_tokens=12,
-                                                                         repetition_penalty=1.0))
+                                                                         min_tokens=12, repetition_penalty=1.0))
     assert out.choices[0].text == raw
     assert out.usage.prompt_tokens == len(bridge.tokenizer("宝玉笑道：").input_ids)
     assert out.usage.completion_tokens == 12 and out.choices[0].finish_reason == "length"

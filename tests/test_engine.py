@@ -8,7 +8,8 @@ from inkstone.inference.engine import AdapterError, Finished, GenerationParams, 
 from inkstone.inference.prompts import PromptTooLong
 
 pytestmark = pytest.mark.slow
-GREEDY = GenerationParams(temperature=0.0, max_tokens=24, repetition_penalty=1.0)
+# min_tokens: the text is as long whatever a random tiny model would rather do (end at once, say).
+GREEDY = GenerationParams(temperature=0.0, max_tokens=24, min_tokens=24, repetition_penalty=1.0)
 
 
 def test_stream_yields_prepared_text_finished(bridge):

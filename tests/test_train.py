@@ -305,9 +305,22 @@ def test_two_starts_of_one_run_at_the_same_moment_start_one(tiny_model, train_da
 def test_bench_train_reports_every_side_against_the_peer(tiny_model, corpus):
     from inkstone.bench.train import run_train_bench
 
-    result = run_train_bench(tiny_model, corpus, steps=2, batch=1, seq=64, lora_r=4, dtype="float32")
+    result = run_train_bench(tiny_model, corpus, steps=2, batch=1, seq=64, lora_r=4, dtype="float32", repeats=1)
     for side in ("naive", "peer", "ours"):
         assert result[side]["tokens_per_s"] > 0 and result[side]["peak_rss_mb"] > 0
     assert result["peer"]["gradient_checkpointing"] is True
     assert result["ours"]["resolved"]["dtype"] == "float32" and result["ours"]["resolved"]["fused_loss"] is True
     assert result["tokens_per_s_vs_peer"] > 0 and result["tokens_per_s_vs_naive"] > 0
+
+
+def test_checkpointed_steps_equal_plain_ones(tiny_model, train_data, tmp_path):
+    """Recomputing activations saves memory, never changes what is learned."""
+    common = dict(data=train_data, base_model=tiny_model, batch_size=2, grad_accum=1, max_seq_length=64, lora_r=8,
+                  lora_alpha=16, save_steps=100, max_steps=3, lr=1e-3, dtype="float32", lora_dropout=0.0)
+    losses = {}
+    for checkpointing in (False, True):
+        out = tmp_path / f"ckpt-{checkpointing}"
+        run_training(TrainArgs(output_dir=out, gradient_checkpointing=checkpointing, **common))
+        assert json.loads((out / "run.json").read_text())["resolved"]["gradient_checkpointing"] is checkpointing
+        losses[checkpointing] = [r["loss"] for r in progress(out) if r["event"] == "log" and "loss" in r]
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5)

@@ -308,7 +308,8 @@ def run_bench(cfg, args) -> int:
         model = resolve_base_model(cfg.model.base, cfg.model.models_dir, cfg.model.offline_fallback)
         result = run_train_bench(model.path, args.corpus or SAMPLE_TEXT, steps=args.steps or 12,
                                  seq=args.seq or 512, four_bit=args.four_bit, dtype=args.dtype,
-                                 sides=tuple(s.strip() for s in args.sides.split(",") if s.strip()))
+                                 sides=tuple(s.strip() for s in args.sides.split(",") if s.strip()),
+                                 repeats=args.repeats)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
     print(json.dumps(result.get("summary", result), indent=2, ensure_ascii=False))

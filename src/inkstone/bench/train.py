@@ -9,8 +9,10 @@
 
 Peer and Inkstone train on the same packed blocks with the same LoRA (all
 linear layers) and dtype. Each side runs in its own subprocess so its peak RSS
-is its own. Throughput counts real (non-padding) tokens per second of
-training steps; loading and the first (warm-up) step are left out.
+is its own, and the sides take turns, several times: the host's speed drifts
+by a third between minutes, so one run of each says little. Throughput counts
+real (non-padding) tokens per second of training steps; loading and the first
+(warm-up) step are left out.
 """
 from __future__ import annotations
 
@@ -130,16 +132,28 @@ SIDES = {"naive": naive, "peer": peer, "ours": ours}
 
 def run_train_bench(model_path: Path, corpus: Path, steps: int = 12, batch: int = 1, seq: int = 512,
                     lora_r: int = 8, four_bit: bool = False, dtype: str = "auto",
-                    sides: tuple[str, ...] = ("naive", "peer", "ours")) -> dict:
+                    sides: tuple[str, ...] = ("naive", "peer", "ours"), repeats: int = 3) -> dict:
+    """Each side `repeats` times, the sides taking turns (so a slow spell of the host hits
+    all of them); each side's figure is the median of its runs, all runs are kept."""
+    import statistics
+
     from ..train.model_setup import training_dtype
 
+    runs: dict[str, list[dict]] = {side: [] for side in sides}
+    for _ in range(repeats):
+        for side in sides:
+            runs[side].append(run_json("inkstone.bench.train", side, model_path, corpus, steps, batch, seq, lora_r,
+                                       int(four_bit), dtype, what=f"bench train ({side})"))
     results = {}
-    for side in sides:
-        results[side] = run_json("inkstone.bench.train", side, model_path, corpus, steps, batch, seq, lora_r,
-                                 int(four_bit), dtype, what=f"bench train ({side})")
+    for side, rs in runs.items():
+        med = statistics.median(r["tokens_per_s"] for r in rs)
+        results[side] = {**min(rs, key=lambda r: abs(r["tokens_per_s"] - med)), "tokens_per_s": med,
+                         "tokens_per_s_runs": [r["tokens_per_s"] for r in rs],
+                         "peak_rss_mb": max(r["peak_rss_mb"] for r in rs)}
     out = {
         "model": str(model_path), "steps": steps, "batch_size": batch, "max_seq_length": seq, "lora_r": lora_r,
-        "four_bit": four_bit, "dtype": str(training_dtype(dtype)).replace("torch.", ""), **results,
+        "four_bit": four_bit, "dtype": str(training_dtype(dtype)).replace("torch.", ""), "repeats": repeats,
+        **results,
     }
     for base in ("naive", "peer"):
         if base in results and "ours" in results:

@@ -292,12 +292,14 @@ def _run_training(args: TrainArgs) -> Path:
     from transformers import TrainingArguments, default_data_collator
 
     from ..hardware import cpu_has_fast_bf16, on_gpu
+    from .allocator import keep_freed_memory
     from .fused_loss import supports_fused_loss
     from .model_setup import add_lora, load_base, load_tokenizer, training_dtype
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     log = ProgressLog(out / PROGRESS_FILE)
+    allocator_tuned = keep_freed_memory()
     gpu = on_gpu()
     dtype = training_dtype(args.dtype)
     tokenizer = load_tokenizer(args.base_model)
@@ -326,7 +328,7 @@ def _run_training(args: TrainArgs) -> Path:
         "resolved": {"dtype": str(dtype).replace("torch.", ""), "device": "cuda" if gpu else "cpu",
                      "cpu_fast_bf16": cpu_has_fast_bf16(), "gradient_checkpointing": checkpointing,
                      "fused_loss": fused, "eval_blocks": len(val_blocks), "val_blocks_available": len(all_val),
-                     "total_steps": total_steps, **memory_note},
+                     "total_steps": total_steps, "allocator_keeps_freed_memory": allocator_tuned, **memory_note},
     }, default=str, indent=2), encoding="utf-8")
 
     stop_flag: dict = {"flag": False}
