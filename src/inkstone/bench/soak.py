@@ -66,8 +66,9 @@ def clients(url: str, model: str, streams: int, seconds: float, max_tokens: int)
         while time.time() < deadline:
             t0, first = time.perf_counter(), None
             try:
-                job = app.submit(STORY, "续写下文", 0.8, 0.95, 50, rng.randint(max_tokens // 2, max_tokens), 1.1, -1,
-                                 False, "(base model)", f"soak-{i % 4}", "continue", "", api_name="/write")
+                tokens = max(16, rng.randint(max_tokens // 2, max_tokens))  # the UI's slider starts at 16
+                job = app.submit(STORY, "续写下文", 0.8, 0.95, 50, tokens, 1.1, -1, False, "(base model)",
+                                 f"soak-{i % 4}", "continue", "", api_name="/write")
                 for out in job:
                     if first is None and out[0]:
                         first = time.perf_counter() - t0
@@ -135,7 +136,7 @@ def run_soak(cfg, streams: int = 32, minutes: float = 10.0, max_tokens: int = 64
     try:
         demo = launch(AppContext(cfg=soak_cfg, bridge=bridge, notes=notes), block=False)
         url = f"http://127.0.0.1:{soak_cfg.webui.port}/"
-        run_json("inkstone.bench.soak", url, bridge.settings.model_name, 2, 5, 8, what="soak warm-up", timeout=600)
+        run_json("inkstone.bench.soak", url, bridge.settings.model_name, 2, 5, 32, what="soak warm-up", timeout=600)
         start_rss = _rss_mb()
         sampler = threading.Thread(target=sample_memory, daemon=True)
         sampler.start()
