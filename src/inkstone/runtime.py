@@ -31,8 +31,9 @@ def open_bridge(cfg, *, memory: bool = True, notes: list[str] | None = None,
                 raise
             notes.append(f"{exc}; generating without story memory")
             return None
-        if store.migration_note():
-            notes.append(store.migration_note())
+        waiting = store.migration_note()  # counts the other embedder's entries: once
+        if waiting:
+            notes.append(waiting)
         return store
 
     settings = EngineSettings.from_config(cfg, model.path, model.name)
