@@ -11,65 +11,56 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT / "src"))
-from inkstone.offline import apply_offline_defaults  # noqa: E402  (light: no heavy imports)
+from inkstone.config import DataConfig, InferenceConfig, ModelConfig, TrainConfig, WebUIConfig, build_config
+from inkstone.config_flags import add_section_flags, config_overrides
+from inkstone.offline import apply_offline_defaults
 
 # Never reach for a model hub at run time unless the user explicitly allows it.
 apply_offline_defaults()
+
+# The sampling settings that inference and batch take as flags; the others come from the config.
+SAMPLING_FLAGS = ["max_tokens", "temperature", "seed"]
+
+
+def writing_modes() -> list[str]:
+    from inkstone.prompting import list_modes
+
+    return [m.name for m in list_modes(for_writers=True)]
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="start.py", description="Inkstone: write long fiction with your own model")
     p.add_argument("--config", type=Path, help="TOML config file (default: inkstone.toml if present)")
-    p.add_argument("--model", help="base model: local folder or hub id (overrides model.base)")
+    add_section_flags(p, "model", ModelConfig, ["base"])
     sub = p.add_subparsers(dest="command", required=True)
 
     pr = sub.add_parser("prepare", help="novel files -> training chunks")
     pr.add_argument("--input", type=Path, action="append", help="file or folder (default: data/raw)")
     pr.add_argument("--sample", action="store_true", help="use the bundled sample (红楼梦 chapters 1-5)")
-    pr.add_argument("--chunk-size", type=int)
-    pr.add_argument("--val-split", type=float)
+    add_section_flags(pr, "data", DataConfig)
 
     tr = sub.add_parser("train", help="QLoRA fine-tuning (runs in this process; the UI starts it as a child)")
     tr.add_argument("--data", type=Path, help="train .jsonl file or folder (default: data/train)")
-    tr.add_argument("--val-data", type=Path, help="validation .jsonl (default: data/val if present)")
-    tr.add_argument("--epochs", type=float)
-    tr.add_argument("--batch-size", type=int)
-    tr.add_argument("--grad-accum", type=int)
-    tr.add_argument("--lr", type=float)
-    tr.add_argument("--lora-r", type=int)
-    tr.add_argument("--lora-alpha", type=int)
-    tr.add_argument("--max-seq-length", type=int)
-    tr.add_argument("--max-steps", type=int)
-    tr.add_argument("--save-steps", type=int)
+    tr.add_argument("--val-data", type=Path,
+                    help="validation .jsonl (default: data/val if present and --data is left out)")
     tr.add_argument("--run-name")
     tr.add_argument("--resume", nargs="?", const="latest", help="'latest' or a checkpoint folder")
-    tr.add_argument("--4bit", dest="four_bit", action="store_true", default=None)
-    tr.add_argument("--no-4bit", dest="four_bit", action="store_false")
-    tr.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], help="auto: bf16 where native")
-    tr.add_argument("--checkpointing", dest="checkpointing", action="store_true", default=None,
-                    help="recompute activations (default: only when memory needs it)")
-    tr.add_argument("--no-checkpointing", dest="checkpointing", action="store_false")
-    tr.add_argument("--stop-on-loss-rise", action="store_true", default=None,
-                    help="stop (and save) when the loss guard fires, instead of only warning")
+    add_section_flags(tr, "train", TrainConfig)
+    add_section_flags(tr, "model", ModelConfig, ["load_in_4bit"])
 
     wu = sub.add_parser("webui", help="serve the studio in the browser")
-    wu.add_argument("--lora", type=Path, help="adapter folder to preselect in Write")
-    wu.add_argument("--host")
-    wu.add_argument("--port", type=int)
-    wu.add_argument("--share", action="store_true", default=None, help="public link (needs a login)")
+    add_section_flags(wu, "webui", WebUIConfig, ["lora", "host", "port", "share"])
 
     inf = sub.add_parser("inference", help="generate from the terminal (prompt argument or stdin)")
     inf.add_argument("prompt", nargs="?", help="instruction; read from stdin when left out")
     inf.add_argument("--story-text", type=Path, help="file with the story so far")
     inf.add_argument("--lora", type=Path)
-    inf.add_argument("--max-tokens", type=int)
-    inf.add_argument("--temperature", type=float)
-    inf.add_argument("--seed", type=int)
+    add_section_flags(inf, "inference", InferenceConfig, SAMPLING_FLAGS)
     inf.add_argument("--no-memory", action="store_true")
-    inf.add_argument("--story", default="default", help="story project whose memories and chapters to use")
-    inf.add_argument("--mode", choices=["continue", "rewrite", "outline"], default="continue")
+    inf.add_argument("--story", help="story whose memories, chapters and history to use (default: 'default')")
+    inf.add_argument("--mode", choices=writing_modes(), default="continue", help="how to write (see prompting/modes)")
+    inf.add_argument("--prompt-only", action="store_true",
+                     help="print the prompt the model would be sent, without starting the engine")
     inf.add_argument("--passage", type=Path, help="rewrite mode: file with the passage to rewrite")
     inf.add_argument("--raw", action="store_true", help="send the prompt as is, without the writing template")
 
@@ -78,11 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     ba.add_argument("--output", type=Path, required=True, help=".jsonl, .txt or .md")
     ba.add_argument("--format", choices=["jsonl", "txt", "md"])
     ba.add_argument("--lora", type=Path)
-    ba.add_argument("--story", help="story whose memories to use (with --memory)")
+    ba.add_argument("--story", help="story the items belong to: its memories and chapters (with --memory), its "
+                    "history (default: 'default')")
     ba.add_argument("--memory", action="store_true")
-    ba.add_argument("--max-tokens", type=int)
-    ba.add_argument("--temperature", type=float)
-    ba.add_argument("--seed", type=int)
+    add_section_flags(ba, "inference", InferenceConfig, SAMPLING_FLAGS)
 
     ex = sub.add_parser("export", help="merge an adapter: Hugging Face folder or GGUF + Ollama Modelfile")
     ex.add_argument("--adapter", type=Path, required=True, help="adapter folder or training run folder")
@@ -126,24 +116,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def build(args):
-    from config import build_config
-
-    sections = {"model": {"base": args.model}}
-    if args.command == "prepare":
-        sections["data"] = {"chunk_size": args.chunk_size, "val_split": args.val_split}
-    elif args.command == "train":
-        sections["train"] = {
-            "epochs": args.epochs, "batch_size": args.batch_size, "grad_accum": args.grad_accum, "lr": args.lr,
-            "lora_r": args.lora_r, "lora_alpha": args.lora_alpha, "max_seq_length": args.max_seq_length,
-            "max_steps": args.max_steps, "save_steps": args.save_steps, "dtype": args.dtype,
-            "gradient_checkpointing": args.checkpointing, "stop_on_loss_rise": args.stop_on_loss_rise,
-        }
-        sections["model"]["load_in_4bit"] = args.four_bit
-    elif args.command == "webui":
-        sections["webui"] = {"host": args.host, "port": args.port, "share": args.share, "lora": args.lora}
-    elif args.command in ("inference", "batch"):
-        sections["inference"] = {"max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed}
-    return build_config(args.config, **sections)
+    return build_config(args.config, **config_overrides(args))
 
 
 def _interrupt(signum, frame):

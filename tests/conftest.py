@@ -1,33 +1,39 @@
 """Shared fixtures: a tiny real model, a real vLLM engine, a real Gradio app.
 
-Expensive parts are session-scoped: one tiny Qwen2 model, one engine bridge
+Expensive parts are session-scoped: one tiny Qwen2 model, one runtime
 (vLLM CPU + ChromaDB in a temp dir) and one Gradio app on a free port serve
 all tests that need them.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from inkstone.offline import apply_offline_defaults
 
-from inkstone.offline import apply_offline_defaults  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 apply_offline_defaults()
 
+# Importable because pytest's default "prepend" import mode puts this folder (no __init__.py) on sys.path.
 from tiny_model import build_random_lora, build_tiny_qwen2  # noqa: E402
 
 # 红楼梦 chapters 1-80 (public domain), shipped in the repository: tests need many chapters.
 CORPUS = ROOT / "src" / "inkstone" / "data" / "hongloumeng_001-080.txt"
+
+
+def load_start_script():
+    """start.py as a module, for tests of its parser and build() that need no subprocess."""
+    spec = importlib.util.spec_from_file_location("start_under_test", ROOT / "start.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_port() -> int:
@@ -93,26 +99,27 @@ def work_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def cfg(tiny_model, work_dir):
-    from config import build_config
+    from inkstone.config import build_config
 
     return build_config(**tiny_settings(tiny_model, work_dir))
 
 
 @pytest.fixture(scope="session")
-def bridge(cfg):
-    from inkstone.runtime import open_bridge
+def rt(cfg):
+    """The studio's running parts: vLLM engine, memory store, prompt service, Studio."""
+    from inkstone.runtime import open_runtime
 
-    b = open_bridge(cfg)
-    yield b
-    b.stop()
+    r = open_runtime(cfg)
+    yield r
+    r.stop()
 
 
 @pytest.fixture(scope="session")
-def app(cfg, bridge):
+def app(cfg, rt):
     """The real Gradio app serving on a free localhost port; yields (ctx, url)."""
     from inkstone.webui.app import AppContext, launch
 
-    ctx = AppContext(cfg=cfg, bridge=bridge)
+    ctx = AppContext(cfg=cfg, rt=rt)
     demo = launch(ctx, block=False)
     url = f"http://127.0.0.1:{cfg.webui.port}/"
     yield ctx, url

@@ -17,7 +17,7 @@ def test_loopback_names_and_addresses():
 
 
 def test_exposure_without_a_login_is_refused_with_what_to_set(cfg):
-    from config import WebUIConfig
+    from inkstone.config import WebUIConfig
 
     assert WebUIConfig().host == "127.0.0.1"  # the default serves this machine only
     check_exposure(WebUIConfig())
@@ -30,15 +30,15 @@ def test_exposure_without_a_login_is_refused_with_what_to_set(cfg):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("setting", ["loopback-with-login", "all-interfaces-with-login-and-key"])
-def test_v1_needs_the_key_or_a_logged_in_session(setting, cfg, bridge):
+def test_v1_needs_the_key_or_a_logged_in_session(setting, cfg, rt):
     from inkstone.webui.app import AppContext, launch
 
     key = "sesame" if "key" in setting else None
     w = webui(cfg, host="127.0.0.1" if setting.startswith("loopback") else "0.0.0.0", username="ink",
               password=SecretStr("stone"), api_key=SecretStr(key) if key else None)
-    demo = launch(AppContext(cfg=cfg.model_copy(update={"webui": w}), bridge=bridge), block=False)
+    demo = launch(AppContext(cfg=cfg.model_copy(update={"webui": w}), rt=rt), block=False)
     url = f"http://127.0.0.1:{w.port}"
-    chat = {"model": bridge.settings.model_name, "messages": [{"role": "user", "content": "宝玉"}],
+    chat = {"model": rt.engine.model_name, "messages": [{"role": "user", "content": "宝玉"}],
             "max_tokens": 3, "stream": True}
 
     def statuses(client: httpx.Client) -> tuple[int, int]:

@@ -8,7 +8,7 @@ import openai
 import pytest
 
 from conftest import free_port, wait_until
-from inkstone.inference.engine import GenerationParams
+from inkstone.engine.contract import GenerationParams
 
 pytestmark = pytest.mark.slow
 # min_tokens (capped at max_tokens): as many tokens as asked, whatever a random tiny model would rather do.
@@ -22,13 +22,13 @@ def api(app):
 
 
 @pytest.fixture(scope="module")
-def base(bridge):
-    return bridge.settings.model_name
+def base(rt):
+    return rt.engine.model_name
 
 
 @pytest.fixture(scope="module")
-def lora_name(bridge, tiny_lora):
-    return bridge.register_adapter(tiny_lora, name="api-lora")
+def lora_name(rt, tiny_lora):
+    return rt.adapters.register(tiny_lora, name="api-lora")
 
 
 def test_models_lists_base_and_adapters(api, base, lora_name):
@@ -37,17 +37,17 @@ def test_models_lists_base_and_adapters(api, base, lora_name):
     assert api.models.retrieve(lora_name).id == lora_name
 
 
-def test_completion_equals_the_raw_engine_and_counts_usage(api, base, bridge):
+def test_completion_equals_the_raw_engine_and_counts_usage(api, base, rt):
     out = api.completions.create(model=base, prompt="宝玉笑道：", max_tokens=12, **GREEDY)
-    raw = bridge.generate(raw_prompt="宝玉笑道：", params=GenerationParams(temperature=0.0, max_tokens=12,
-                                                                         min_tokens=12, repetition_penalty=1.0))
+    raw = rt.engine.generate_text(rt.prompts.tokenizer("宝玉笑道：").input_ids,
+                                  GenerationParams(temperature=0.0, max_tokens=12, min_tokens=12, repetition_penalty=1.0))
     assert out.choices[0].text == raw
-    assert out.usage.prompt_tokens == len(bridge.tokenizer("宝玉笑道：").input_ids)
+    assert out.usage.prompt_tokens == len(rt.prompts.tokenizer("宝玉笑道：").input_ids)
     assert out.usage.completion_tokens == 12 and out.choices[0].finish_reason == "length"
     assert out.usage.total_tokens == out.usage.prompt_tokens + 12
 
 
-def test_chat_streams_with_the_chat_template(api, app, base, bridge):
+def test_chat_streams_with_the_chat_template(api, app, base, rt):
     messages = [{"role": "system", "content": "你是作家。"}, {"role": "user", "content": "写黛玉进府"}]
     stream = api.chat.completions.create(model=base, messages=messages, max_tokens=16, stream=True,
                                          stream_options={"include_usage": True}, **GREEDY)
@@ -55,8 +55,8 @@ def test_chat_streams_with_the_chat_template(api, app, base, bridge):
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) >= 2  # streamed, not one piece
-    templated = bridge.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    assert chunks[-1].usage.prompt_tokens == len(bridge.tokenizer(templated, add_special_tokens=False).input_ids)
+    templated = rt.prompts.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert chunks[-1].usage.prompt_tokens == len(rt.prompts.tokenizer(templated, add_special_tokens=False).input_ids)
     assert chunks[-1].usage.completion_tokens == 16
     whole = api.chat.completions.create(model=base, messages=messages, max_tokens=16, **GREEDY)
     assert whole.choices[0].message.content == text and whole.usage.completion_tokens == 16
@@ -93,8 +93,8 @@ def test_stop_sequences_end_the_text(api, base):
     assert cut.text == full[: full.index(stop)] and cut.finish_reason == "stop"
 
 
-def test_story_memory_through_the_extra_field(api, base, bridge):
-    entry = bridge.memory_call("add", "character", "王熙凤，人称凤辣子，协理宁国府。", title="王熙凤", story="api-story")
+def test_story_memory_through_the_extra_field(api, base, rt):
+    entry = rt.memory.call("add", "character", "王熙凤，人称凤辣子，协理宁国府。", title="王熙凤", story="api-story")
     extra = {"inkstone": {"story": "api-story", "use_memory": True}, "repetition_penalty": 1.0}
     out = api.chat.completions.create(model=base, messages=[{"role": "user", "content": "写凤辣子协理宁国府"}],
                                       max_tokens=4, temperature=0.0, extra_body=extra)
@@ -120,8 +120,8 @@ def test_oversized_request_is_400_naming_the_limit(api, base):
     assert api.completions.create(model=base, prompt="宝玉", max_tokens=2).choices[0].text is not None
 
 
-def test_client_disconnect_aborts_the_request(api, base, bridge, caplog):
-    engine = bridge.engine
+def test_client_disconnect_aborts_the_request(api, base, rt, caplog):
+    engine = rt.engine.engine
     stream = api.completions.create(model=base, prompt="宝玉", max_tokens=1000, stream=True, **GREEDY)
     next(iter(stream))
     assert engine.get_num_unfinished_requests() == 1
@@ -130,7 +130,7 @@ def test_client_disconnect_aborts_the_request(api, base, bridge, caplog):
 
     # a non-streaming request whose client gives up is aborted too (not left to finish)
     impatient = api.with_options(timeout=1.0)
-    with caplog.at_level(logging.INFO, logger="inkstone.api.openai_compat"):
+    with caplog.at_level(logging.INFO, logger="inkstone.api.responses"):
         with pytest.raises(openai.APITimeoutError):
             impatient.chat.completions.create(model=base, messages=[{"role": "user", "content": "宝玉"}],
                                               max_tokens=1000, n=4, **GREEDY)
@@ -159,8 +159,8 @@ def test_api_key_is_required_when_configured_or_shared(app, base, caplog):
     keyed = FastAPI()
     keyed.include_router(create_router(ctx, api_key="sesame"))
     shared_cfg = ctx.cfg.model_copy(update={"webui": ctx.cfg.webui.model_copy(update={"share": True})})
-    with caplog.at_level(logging.WARNING, logger="inkstone.api.openai_compat"):
-        shared_router = create_router(AppContext(cfg=shared_cfg, bridge=ctx.bridge), api_key=None)
+    with caplog.at_level(logging.WARNING, logger="inkstone.api.auth"):
+        shared_router = create_router(AppContext(cfg=shared_cfg, rt=ctx.rt), api_key=None)
     made_up = [r.args[-1] for r in caplog.records if "made up for this run" in r.getMessage()]
     assert len(made_up) == 1 and len(made_up[0]) >= 24
     shared = FastAPI()
@@ -219,7 +219,7 @@ def test_concurrent_generations_are_limited_per_client_and_in_all(app, base):
     limits = ctx.cfg.limits.model_copy(update={"max_concurrent_per_client": 2, "max_concurrent": 3})
     small = FastAPI()
     small.include_router(create_router(AppContext(cfg=ctx.cfg.model_copy(update={"limits": limits}),
-                                                  bridge=ctx.bridge, studio=ctx.studio, train_job=None)))
+                                                  rt=ctx.rt, train_job=None)))
     server, thread, url = _serve(small)
     long = {"model": base, "prompt": "宝玉", "max_tokens": 900, "min_tokens": 900, "stream": True}
 

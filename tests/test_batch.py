@@ -5,8 +5,9 @@ import json
 import pytest
 from tqdm import tqdm
 
-from inkstone.batch import BatchError, bench_batch, read_items, run_batch
-from inkstone.inference.engine import GenerationParams
+from inkstone.engine.contract import GenerationParams, Text
+from inkstone.prompting import PromptRequest
+from inkstone.writing.batch import BatchError, bench_batch, read_items, run_batch
 
 # Seeded sampling is reproducible; greedy, the random tiny model writes only newlines after this prompt.
 SEEDED = GenerationParams(temperature=1.0, seed=1, max_tokens=8, repetition_penalty=1.0)
@@ -42,26 +43,28 @@ def test_unusable_inputs_name_the_file(tmp_path):
 
 # ---- generation ---------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_txt_to_markdown_in_order_then_rerun_skips_everything(bridge, tmp_path):
+def test_txt_to_markdown_in_order_then_rerun_skips_everything(rt, tmp_path):
     src = tmp_path / "outline.txt"
     src.write_text("\n".join(OUTLINE[:3]) + "\n", encoding="utf-8")
     out = tmp_path / "out.md"
     bar = tqdm(file=io.StringIO())
-    report = run_batch(bridge, src, out, params=SEEDED, progress=bar)
+    report = run_batch(rt.studio, src, out, params=SEEDED, progress=bar)
     assert (report.generated, report.skipped, report.ok) == (3, 0, True) and bar.n == 3 and bar.total == 3
     md = out.read_text(encoding="utf-8")
     assert [md.index(f"## {n}. {p}") for n, p in enumerate(OUTLINE[:3], 1)] == sorted(
         md.index(f"## {n}. {p}") for n, p in enumerate(OUTLINE[:3], 1))
     # the same text the Write tab's path gives for that instruction
-    expected = bridge.generate(OUTLINE[1], "", SEEDED, use_memory=False).strip()
+    expected = "".join(e.text for e in rt.studio.write(PromptRequest(instruction=OUTLINE[1], use_memory=False,
+                                                                     max_tokens=SEEDED.max_tokens),
+                                                       SEEDED) if isinstance(e, Text)).strip()
     assert expected and expected in md
 
-    again = run_batch(bridge, src, out, params=SEEDED)
+    again = run_batch(rt.studio, src, out, params=SEEDED)
     assert (again.generated, again.skipped) == (0, 3) and out.read_text(encoding="utf-8") == md
 
 
 @pytest.mark.slow
-def test_jsonl_broken_line_is_reported_and_the_rest_generated(bridge, tmp_path):
+def test_jsonl_broken_line_is_reported_and_the_rest_generated(rt, tmp_path):
     src = tmp_path / "in.jsonl"
     lines = [json.dumps({"prompt": p, "id": f"c{i}"}, ensure_ascii=False) for i, p in enumerate(OUTLINE[:4])]
     lines.insert(2, '{"prompt": "写宝钗扑蝶"')  # line 3: cut short
@@ -69,7 +72,7 @@ def test_jsonl_broken_line_is_reported_and_the_rest_generated(bridge, tmp_path):
     lines.append(json.dumps({"prompt": "字" * 5000}, ensure_ascii=False))  # line 7: an instruction that cannot fit
     src.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "out.jsonl"
-    report = run_batch(bridge, src, out, params=SEEDED)
+    report = run_batch(rt.studio, src, out, params=SEEDED)
     assert [n for n, _ in report.bad_lines] == [3]
     assert [n for n, _ in report.failed] == [7] and "tokens" in report.failed[0][1]
     assert report.generated == 5  # the long story on line 6 is cut to fit, as in Write
@@ -80,11 +83,11 @@ def test_jsonl_broken_line_is_reported_and_the_rest_generated(bridge, tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_after_a_crash_and_an_edited_line(bridge, tmp_path):
+def test_resume_after_a_crash_and_an_edited_line(rt, tmp_path):
     src = tmp_path / "outline.txt"
     src.write_text("\n".join(OUTLINE) + "\n", encoding="utf-8")
     out = tmp_path / "book.txt"
-    first = run_batch(bridge, src, out, params=SEEDED)
+    first = run_batch(rt.studio, src, out, params=SEEDED)
     assert first.generated == 5
     sidecar = tmp_path / "book.txt.done.jsonl"
     recs = sidecar.read_text(encoding="utf-8").splitlines()
@@ -93,17 +96,17 @@ def test_resume_after_a_crash_and_an_edited_line(bridge, tmp_path):
     edited = OUTLINE[:]
     edited[4] = "写宝钗扑蝶"
     src.write_text("\n".join(edited) + "\n", encoding="utf-8")
-    second = run_batch(bridge, src, out, params=SEEDED)
+    second = run_batch(rt.studio, src, out, params=SEEDED)
     assert (second.generated, second.skipped) == (4, 1)
     keys = {(json.loads(l)["line"], json.loads(l)["prompt"]) for l in sidecar.read_text(encoding="utf-8").splitlines()}
     assert (5, "写宝钗扑蝶") in keys
     text = out.read_text(encoding="utf-8")
     assert all(json.loads(r)["output"].strip() in text for r in sidecar.read_text(encoding="utf-8").splitlines())
-    assert run_batch(bridge, src, out, params=SEEDED).generated == 0
+    assert run_batch(rt.studio, src, out, params=SEEDED).generated == 0
 
 
 @pytest.mark.slow
-def test_bench_reports_concurrent_vs_sequential(bridge):
-    result = bench_batch(bridge, n=8, max_tokens=8)
+def test_bench_reports_concurrent_vs_sequential(rt):
+    result = bench_batch(rt.studio, n=8, max_tokens=8)
     assert result["n"] == 8 and result["ratio"] > 0
     assert 0 < result["tokens"]["concurrent"] <= 64 and 0 < result["tokens"]["sequential"] <= 64

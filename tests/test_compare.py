@@ -4,7 +4,7 @@ import pytest
 from gradio_client import Client
 
 from conftest import free_port, wait_until
-from inkstone.inference.engine import GenerationParams
+from inkstone.engine.contract import GenerationParams
 from inkstone.webui.compare_tab import OFF_CHOICE, create_compare_tab
 from inkstone.webui.write_tab import BASE_CHOICE
 
@@ -12,11 +12,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def compare_app(cfg, bridge, tiny_lora):
+def compare_app(cfg, rt, tiny_lora):
     from inkstone.webui.app import AppContext
 
-    lora = bridge.register_adapter(tiny_lora, name="cmp-lora")
-    ctx = AppContext(cfg=cfg, bridge=bridge)
+    lora = rt.adapters.register(tiny_lora, name="cmp-lora")
+    ctx = AppContext(cfg=cfg, rt=rt)
     with gr.Blocks() as demo:
         create_compare_tab(ctx)
     demo.queue(default_concurrency_limit=8)
@@ -33,7 +33,7 @@ def args(story_text, instruction, slots, *, story="default", mem=False, max_toke
     return (story, story_text, instruction, mem, max_tokens, rep, top_k, *flat)
 
 
-def test_choices_stream_side_by_side_from_one_prompt(compare_app, bridge):
+def test_choices_stream_side_by_side_from_one_prompt(compare_app, rt):
     client, lora = compare_app
     slots = [(BASE_CHOICE, 0.0, -1), (lora, 0.0, -1), (BASE_CHOICE, 1.0, 5)]
     job = client.submit(*args("宝玉笑道：", "写下去", slots, max_tokens=200), api_name="/compare")
@@ -46,13 +46,13 @@ def test_choices_stream_side_by_side_from_one_prompt(compare_app, bridge):
     assert len(updates) >= 3
     # every choice got the same prompt: the base column is what the engine gives for it
     greedy = GenerationParams(temperature=0.0, max_tokens=200, repetition_penalty=1.0)
-    assert texts[0] == bridge.generate(raw_prompt=prompt, params=greedy)
+    assert texts[0] == rt.engine.generate_text(rt.prompts.encode_recorded(prompt, "continue"), greedy)
     assert texts[1] != texts[0]  # the adapter
 
 
-def test_memory_context_is_assembled_once_for_all(compare_app, bridge):
+def test_memory_context_is_assembled_once_for_all(compare_app, rt):
     client, lora = compare_app
-    bridge.memory_call("add", "world", "大观园，元妃省亲时所建的园子。", title="大观园", story="cmp-story")
+    rt.memory.call("add", "world", "大观园，元妃省亲时所建的园子。", title="大观园", story="cmp-story")
     slots = [(BASE_CHOICE, 0.0, -1), (lora, 0.0, -1)]
     *_, status, prompt = client.predict(*args("", "写大观园的夜景", slots, story="cmp-story", mem=True),
                                         api_name="/compare")
@@ -70,10 +70,10 @@ def test_fewer_than_two_choices_is_refused(compare_app):
         client.predict(*args("宝玉", "", [(BASE_CHOICE, 0.0, -1)]), api_name="/compare")
 
 
-def test_stop_aborts_every_choice_in_the_engine(compare_app, bridge):
+def test_stop_aborts_every_choice_in_the_engine(compare_app, rt):
     client, lora = compare_app
     slots = [(BASE_CHOICE, 0.0, -1), (lora, 0.8, 1)]
     job = client.submit(*args("宝玉", "", slots, max_tokens=900), api_name="/compare")
-    wait_until(lambda: bridge.engine.get_num_unfinished_requests() == 2, timeout=30, interval=0.05)
+    wait_until(lambda: rt.engine.engine.get_num_unfinished_requests() == 2, timeout=30, interval=0.05)
     job.cancel()
-    wait_until(lambda: bridge.engine.get_num_unfinished_requests() == 0, timeout=20)
+    wait_until(lambda: rt.engine.engine.get_num_unfinished_requests() == 0, timeout=20)

@@ -2,7 +2,7 @@
 import pytest
 from pydantic import ValidationError
 
-from config import build_config
+from inkstone.config import build_config
 
 
 def test_defaults_match_the_seed():
@@ -44,3 +44,17 @@ def test_missing_config_file_is_reported(tmp_path):
 def test_relative_paths_are_relative_to_the_project(tmp_path):
     cfg = build_config(memory={"db_dir": "elsewhere/db"})
     assert cfg.memory.db_dir == cfg.root / "elsewhere" / "db"
+
+
+def test_a_training_run_takes_the_train_section_whole(tmp_path):
+    from inkstone.train.qlora import TrainArgs
+
+    cfg = build_config(train={"lr": 1e-3, "max_steps": 9})
+    args = TrainArgs(data=tmp_path / "train.jsonl", base_model=tmp_path / "model", output_dir=tmp_path / "run-1",
+                     train=cfg.train, load_in_4bit=False)
+    record = args.record()  # what run.json holds, and the model card reads
+    settings = cfg.train.model_dump()
+    del settings["output_dir"]  # the folder of all runs; the record names this run's folder
+    assert {name: record[name] for name in settings} == settings
+    assert record["output_dir"] == tmp_path / "run-1" and record["load_in_4bit"] is False
+    assert (record["lr"], record["max_steps"]) == (1e-3, 9)

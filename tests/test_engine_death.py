@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from conftest import wait_until
-from inkstone.inference.engine import EngineUnavailable, GenerationParams, Text
+from inkstone.engine.contract import EngineUnavailable, GenerationParams, Text
 
 pytestmark = pytest.mark.slow
 
@@ -27,11 +27,11 @@ def engine_core_pids() -> list[int]:
     return found
 
 
-def test_a_killed_engine_core_is_replaced_and_the_next_generation_works(app, bridge):
+def test_a_killed_engine_core_is_replaced_and_the_next_generation_works(app, rt):
     _, url = app
     (pid,) = engine_core_pids()
     params = GenerationParams(temperature=0.0, max_tokens=900, repetition_penalty=1.0)
-    stream = bridge.stream(raw_prompt="宝玉", params=params, use_memory=False)
+    stream = rt.engine.stream(rt.prompts.tokenizer("宝玉").input_ids, params)
     seen, error = [], []
 
     def consume():
@@ -53,15 +53,16 @@ def test_a_killed_engine_core_is_replaced_and_the_next_generation_works(app, bri
     assert len(error) == 1 and isinstance(error[0], EngineUnavailable), error
     assert "restarting" in str(error[0])
 
-    wait_until(lambda: bridge.state == "restarting", timeout=30)
-    during = httpx.post(url + "v1/completions", json={"model": bridge.settings.model_name, "prompt": "宝玉",
+    wait_until(lambda: rt.engine.state == "restarting", timeout=30)
+    during = httpx.post(url + "v1/completions", json={"model": rt.engine.model_name, "prompt": "宝玉",
                                                       "max_tokens": 4}, timeout=30)
     assert during.status_code == 503 and "restarting" in during.json()["error"]["message"]
     assert during.headers.get("retry-after")
     assert httpx.get(url + "v1/health", timeout=30).status_code == 503
 
-    wait_until(lambda: bridge.state == "ready", timeout=600, interval=0.5)
-    text = bridge.generate(raw_prompt="宝玉", params=GenerationParams(temperature=0.0, max_tokens=8), use_memory=False)
+    wait_until(lambda: rt.engine.state == "ready", timeout=600, interval=0.5)
+    text = rt.engine.generate_text(rt.prompts.tokenizer("宝玉").input_ids,
+                                   GenerationParams(temperature=0.0, max_tokens=8))
     recovered_s = time.time() - killed_at
     assert text
     assert engine_core_pids() and engine_core_pids() != [pid]

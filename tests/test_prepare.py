@@ -7,7 +7,7 @@ import pytest
 
 from inkstone.data.instruct import DEFAULT_SYSTEM, PromptMaker
 from inkstone.data.prepare import SAMPLE_TEXT, PrepareError, prepare
-from inkstone.inference.prompts import render
+from inkstone.prompt_format import render
 
 GEMMA = Path(__file__).resolve().parents[1] / "models" / "gemma-3-270m"
 

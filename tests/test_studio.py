@@ -3,39 +3,45 @@ import json
 
 import pytest
 
-from inkstone.inference.engine import GenerationParams, Text
-from inkstone.memory import extraction
+from inkstone.engine.contract import GenerationParams, Text
 from inkstone.memory.io import import_rows
-from inkstone.story.studio import Studio
+from inkstone.prompting import PreparedPrompt, PromptRequest
+from inkstone.prompting.modes import extract_memory as extraction
+from inkstone.story.db import StudioDB
+from inkstone.writing.studio import Studio
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def studio(bridge, tmp_path_factory):
-    return Studio(bridge, tmp_path_factory.mktemp("studio") / "studio.sqlite3")
+def studio(rt):
+    return rt.studio
+
+
+def write(studio, params=None, **req):
+    """The text of one generation through Studio.write."""
+    return "".join(e.text for e in studio.write(PromptRequest(**req), params) if isinstance(e, Text))
 
 
 def test_every_generation_is_kept_and_reproducible(studio):
     params = GenerationParams(temperature=1.0, max_tokens=16)  # no seed: one is drawn and recorded
-    text = "".join(e.text for e in studio.write(story="hist", story_text="宝玉", params=params,
-                                                 use_memory=False) if isinstance(e, Text))
+    text = write(studio, params, story="hist", story_text="宝玉", use_memory=False)
     (entry,) = studio.history.list(story="hist")
-    assert entry.output == text and entry.params["seed"] is not None
-    assert entry.model == studio.bridge.settings.model_name and entry.finish_reason == "length"
+    assert entry.output == text and entry.params["seed"] is not None and entry.source == "write"
+    assert entry.model == studio.engine.model_name and entry.finish_reason == "length"
     assert entry.prompt.endswith("宝玉")
     assert studio.rerun(entry.id) == text
 
 
 def test_a_stopped_generation_is_kept_as_stopped(studio):
-    stream = studio.write(story="stop", story_text="黛玉", params=GenerationParams(max_tokens=500))
+    stream = studio.write(PromptRequest(story="stop", story_text="黛玉", max_tokens=500))
     for ev in stream:
         if isinstance(ev, Text):
             break
     stream.close()
     (entry,) = studio.history.list(story="stop")
     assert entry.finish_reason == "stopped" and entry.output
-    assert entry.output_tokens == len(studio.bridge.tokenizer(entry.output, add_special_tokens=False).input_ids) > 0
+    assert entry.output_tokens == len(studio.prompts.tokenizer(entry.output, add_special_tokens=False).input_ids) > 0
 
 
 def test_the_history_file_is_in_wal_mode(studio):
@@ -43,10 +49,10 @@ def test_the_history_file_is_in_wal_mode(studio):
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_a_failed_history_write_keeps_the_text_and_ends_the_stream_cleanly(bridge, tmp_path):
+def test_a_failed_history_write_keeps_the_text_and_ends_the_stream_cleanly(rt, tmp_path):
     import sqlite3
 
-    studio = Studio(bridge, tmp_path / "studio.sqlite3")
+    studio = Studio(rt.engine, rt.prompts, rt.adapters, StudioDB(tmp_path / "studio.sqlite3"), rt.memory)
     studio.stories.ensure("locked")
     blocker = sqlite3.connect(tmp_path / "studio.sqlite3", timeout=0)
     blocker.execute("BEGIN EXCLUSIVE")  # another writer holds the file past the busy timeout
@@ -54,9 +60,7 @@ def test_a_failed_history_write_keeps_the_text_and_ends_the_stream_cleanly(bridg
 
     old, studio_db.BUSY_TIMEOUT_S = studio_db.BUSY_TIMEOUT_S, 0.2
     try:
-        text = "".join(e.text for e in studio.write(story="locked", story_text="宝玉",
-                                                     params=GenerationParams(max_tokens=8), use_memory=False)
-                       if isinstance(e, Text))
+        text = write(studio, story="locked", story_text="宝玉", max_tokens=8, use_memory=False)
     finally:
         studio_db.BUSY_TIMEOUT_S = old
         blocker.rollback()
@@ -67,11 +71,11 @@ def test_a_failed_history_write_keeps_the_text_and_ends_the_stream_cleanly(bridg
 
 
 def test_modes_shape_the_instruction(studio):
-    ev = next(iter(studio.write(mode="rewrite", story="modes", instruction="更简洁", passage="宝玉笑道：好妹妹。",
-                                params=GenerationParams(max_tokens=4))))
-    assert "改写" in ev.prompt and "宝玉笑道：好妹妹。" in ev.prompt
+    ev = next(iter(studio.write(PromptRequest(mode="rewrite", story="modes", instruction="更简洁",
+                                              passage="宝玉笑道：好妹妹。", max_tokens=4))))
+    assert isinstance(ev, PreparedPrompt) and "改写" in ev.text and "宝玉笑道：好妹妹。" in ev.text
     with pytest.raises(ValueError, match="outline line"):
-        next(iter(studio.write(mode="outline", story="modes", instruction="")))
+        next(iter(studio.write(PromptRequest(mode="outline", story="modes", instruction=""))))
 
 
 def test_structured_extraction_always_parses_and_nothing_is_stored_until_accepted(studio):
@@ -79,17 +83,17 @@ def test_structured_extraction_always_parses_and_nothing_is_stored_until_accepte
     chapter_id, proposals = studio.accept_chapter(story, "第一章", "宝玉见了黛玉，笑道：这个妹妹我曾见过的。",
                                                   max_items=1, max_chars=8, max_tokens=400)
     assert all(p.kind in ("character", "plot", "world", "dialogue") for p in proposals)
-    assert studio.bridge.memory_call("list", story=story) == []  # proposals only
+    assert studio.memory.call("list", story=story) == []  # proposals only
     kept = [extraction.Proposal("character", "宝玉", "衔玉而生的公子")]
     ids = studio.apply_proposals(story, "第一章", kept)
-    (entry,) = studio.bridge.memory_call("list", story=story)
+    (entry,) = studio.memory.call("list", story=story)
     assert entry.id == ids[0] and entry.chapter == "第一章"
     studio.apply_proposals(story, "第二章", [extraction.Proposal("character", "宝玉", "挨了打的公子")])
-    (entry,) = studio.bridge.memory_call("list", story=story)  # same name: updated, not duplicated
+    (entry,) = studio.memory.call("list", story=story)  # same name: updated, not duplicated
     assert entry.text == "挨了打的公子" and entry.chapter == "第二章"
     # The accepted chapter now enters later prompts as a summary line.
-    ev = next(iter(studio.write(story=story, story_text="", instruction="继续", params=GenerationParams(max_tokens=4))))
-    assert "前情提要" in ev.prompt and "第一章" in ev.prompt
+    ev = next(iter(studio.write(PromptRequest(story=story, instruction="继续", max_tokens=4))))
+    assert "前情提要" in ev.text and "第一章" in ev.text and ev.summaries
 
 
 def test_extraction_output_is_parsed_into_proposals():
@@ -103,19 +107,19 @@ def test_extraction_output_is_parsed_into_proposals():
         extraction.parse('{"summary": "cut')
 
 
-def test_memory_import_reports_bad_rows_and_keeps_good_ones(bridge):
+def test_memory_import_reports_bad_rows_and_keeps_good_ones(rt):
     rows = [{"kind": "character", "title": "甲", "text": "好人"}, {"kind": "weather", "text": "晴"},
             "not an object", {"kind": "plot", "text": ""}, {"kind": "world", "text": "太虚幻境"}]
-    imported, errors = import_rows(bridge.memory, rows, story="import")
+    imported, errors = import_rows(rt.memory.store, rows, story="import")
     assert imported == 2
     assert [e.split(":")[0] for e in errors] == ["row 1", "row 2", "row 3"]
 
 
 def test_deleting_a_story_removes_its_memories_and_history_only(studio):
-    list(studio.write(story="doomed", story_text="宝玉", params=GenerationParams(max_tokens=4), use_memory=False))
-    studio.bridge.memory_call("add", "plot", "要删掉的", story="doomed")
-    studio.bridge.memory_call("add", "plot", "要留下的", story="kept")
+    write(studio, story="doomed", story_text="宝玉", max_tokens=4, use_memory=False)
+    studio.memory.call("add", "plot", "要删掉的", story="doomed")
+    studio.memory.call("add", "plot", "要留下的", story="kept")
     counts = studio.delete_story("doomed")
     assert counts == {"memories": 1, "history": 1}
-    assert studio.bridge.memory_call("list", story="kept") and not studio.history.list(story="doomed")
+    assert studio.memory.call("list", story="kept") and not studio.history.list(story="doomed")
     assert "doomed" not in studio.stories.names()

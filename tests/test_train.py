@@ -7,6 +7,7 @@ import pytest
 
 from conftest import ROOT, env_for, tiny_settings
 from inkstone.train.jobs import start_training, summarize
+from inkstone.config import TrainConfig
 from inkstone.train.qlora import TrainArgs, TrainingDataError, read_texts, run_training
 
 pytestmark = pytest.mark.slow
@@ -28,9 +29,10 @@ def progress(run_dir):
 
 def test_qlora_steps_write_progress_and_an_adapter(tiny_model, train_data, tmp_path):
     out = tmp_path / "run"
+    settings = TrainConfig(max_steps=4, batch_size=2, grad_accum=1, max_seq_length=64, lora_r=8, lora_alpha=16,
+                           save_steps=2, max_eval_blocks=4)
     adapter = run_training(TrainArgs(data=train_data, val_data=train_data, base_model=tiny_model, output_dir=out,
-                                     max_steps=4, batch_size=2, grad_accum=1, max_seq_length=64, lora_r=8,
-                                     lora_alpha=16, save_steps=2, max_eval_blocks=4))
+                                     train=settings))
     assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
     rows = progress(out)
     logs = [r for r in rows if r["event"] == "log" and "loss" in r]
@@ -60,8 +62,9 @@ def test_resume_matches_an_uninterrupted_run(tiny_model, train_data, tmp_path):
     """N steps straight vs N/2, stop, resume, N/2: the same loss curve."""
     import shutil
 
-    common = dict(data=train_data, base_model=tiny_model, batch_size=2, grad_accum=1, max_seq_length=64,
-                  lora_r=8, lora_alpha=16, save_steps=2, max_steps=4, lr=1e-3)
+    common = dict(data=train_data, base_model=tiny_model,
+                  train=TrainConfig(batch_size=2, grad_accum=1, max_seq_length=64, lora_r=8, lora_alpha=16,
+                                    save_steps=2, max_steps=4, lr=1e-3))
     straight = tmp_path / "straight"
     run_training(TrainArgs(output_dir=straight, **common))
     resumed = tmp_path / "resumed"
@@ -79,11 +82,13 @@ def test_resume_matches_an_uninterrupted_run(tiny_model, train_data, tmp_path):
 
 
 def test_an_incomplete_checkpoint_is_never_picked_up(tmp_path):
-    from inkstone.train.checkpoints import INCOMPLETE_MARKER, latest_checkpoint
+    from inkstone.checkpoints import INCOMPLETE_MARKER, latest_checkpoint
 
     for step in (2, 4, 6):
         d = tmp_path / f"checkpoint-{step}"
         d.mkdir()
+        (d / "adapter_config.json").write_text("{}")
+        (d / "adapter_model.safetensors").write_bytes(b"weights")
         (d / "trainer_state.json").write_text("{}")
     (tmp_path / "checkpoint-6" / INCOMPLETE_MARKER).touch()  # crashed while saving
     (tmp_path / "checkpoint-8").mkdir()  # no trainer state yet
@@ -114,7 +119,7 @@ def test_bad_training_data_names_file_and_line(tmp_path):
 
 
 def test_stop_saves_a_checkpoint_and_the_adapter(tiny_model, train_data, tmp_path):
-    from config import build_config
+    from inkstone.config import build_config
 
     cfg = build_config(**tiny_settings(tiny_model, tmp_path))
     job = start_training(cfg, "stop-me", {"data": train_data, "max-steps": 500, "max-seq-length": 64,
@@ -133,7 +138,7 @@ def test_stop_saves_a_checkpoint_and_the_adapter(tiny_model, train_data, tmp_pat
 
 
 def test_a_crashing_run_leaves_the_parent_alive_with_a_message(tiny_model, tmp_path):
-    from config import build_config
+    from inkstone.config import build_config
 
     cfg = build_config(**tiny_settings(tiny_model, tmp_path))
     job = start_training(cfg, "crash", {"data": tmp_path / "missing.jsonl"})
@@ -184,9 +189,10 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_only_finite_checkpoi
 
     out = tmp_path / "nan"
     with pytest.raises(FloatingPointError, match="step"):
-        run_training(TrainArgs(data=train_data, base_model=tiny_model, output_dir=out, max_steps=40, batch_size=2,
-                               grad_accum=1, max_seq_length=64, lora_r=8, lora_alpha=16, save_steps=1, lr=1e25,
-                               warmup_ratio=0.0, dtype="float32"))
+        run_training(TrainArgs(data=train_data, base_model=tiny_model, output_dir=out,
+                               train=TrainConfig(max_steps=40, batch_size=2, grad_accum=1, max_seq_length=64,
+                                                 lora_r=8, lora_alpha=16, save_steps=1, lr=1e25, warmup_ratio=0.0,
+                                                 dtype="float32")))
     rows = progress(out)
     (error,) = [r for r in rows if r["event"] == "error"]
     assert f"step {error['step']}" in error["message"]
@@ -211,7 +217,7 @@ def test_loss_guard_fires_once_on_a_sustained_rise_and_not_on_noise():
 
 
 def test_adapter_swap_never_leaves_the_run_without_an_adapter(tiny_model, tmp_path):
-    from inkstone.train.jobs import finished_adapter
+    from inkstone.checkpoints import finished_adapter
     from inkstone.train.model_setup import add_lora, load_base, load_tokenizer
     from inkstone.train.qlora import save_adapter_atomically
 
@@ -241,7 +247,7 @@ def test_a_killed_run_is_reported_with_its_signal(tiny_model, train_data, tmp_pa
     import os
     import signal
 
-    from config import build_config
+    from inkstone.config import build_config
 
     cfg = build_config(**tiny_settings(tiny_model, tmp_path))
     job = start_training(cfg, "oom", {"data": train_data, "max-steps": 500, "max-seq-length": 64, "save-steps": 1000})
@@ -253,7 +259,7 @@ def test_a_killed_run_is_reported_with_its_signal(tiny_model, train_data, tmp_pa
 
 
 def test_one_run_at_a_time_and_a_restarted_ui_reattaches(tiny_model, train_data, tmp_path):
-    from config import build_config
+    from inkstone.config import build_config
     from inkstone.train.jobs import TrainJob, find_running
     from inkstone.train.run_lock import RunBusy
 
@@ -266,7 +272,8 @@ def test_one_run_at_a_time_and_a_restarted_ui_reattaches(tiny_model, train_data,
             start_training(cfg, "long", {"data": train_data})
         # The same run started by hand while it trains: refused before it touches anything.
         with pytest.raises(RunBusy, match=f"pid {job.pid}"):
-            run_training(TrainArgs(data=train_data, base_model=tiny_model, output_dir=job.run_dir, max_steps=1))
+            run_training(TrainArgs(data=train_data, base_model=tiny_model, output_dir=job.run_dir,
+                                   train=TrainConfig(max_steps=1)))
         # A new web UI process finds the run by its lock, follows it and can stop it.
         again = find_running(cfg.train.output_dir)
         assert isinstance(again, TrainJob) and again.proc is None and again.pid == job.pid
@@ -283,7 +290,7 @@ def test_one_run_at_a_time_and_a_restarted_ui_reattaches(tiny_model, train_data,
 def test_two_starts_of_one_run_at_the_same_moment_start_one(tiny_model, train_data, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
-    from config import build_config
+    from inkstone.config import build_config
 
     cfg = build_config(**tiny_settings(tiny_model, tmp_path))
 
@@ -315,12 +322,13 @@ def test_bench_train_reports_every_side_against_the_peer(tiny_model, corpus):
 
 def test_checkpointed_steps_equal_plain_ones(tiny_model, train_data, tmp_path):
     """Recomputing activations saves memory, never changes what is learned."""
-    common = dict(data=train_data, base_model=tiny_model, batch_size=2, grad_accum=1, max_seq_length=64, lora_r=8,
-                  lora_alpha=16, save_steps=100, max_steps=3, lr=1e-3, dtype="float32", lora_dropout=0.0)
+    common = dict(batch_size=2, grad_accum=1, max_seq_length=64, lora_r=8, lora_alpha=16, save_steps=100,
+                  max_steps=3, lr=1e-3, dtype="float32", lora_dropout=0.0)
     losses = {}
     for checkpointing in (False, True):
         out = tmp_path / f"ckpt-{checkpointing}"
-        run_training(TrainArgs(output_dir=out, gradient_checkpointing=checkpointing, **common))
+        run_training(TrainArgs(data=train_data, base_model=tiny_model, output_dir=out,
+                               train=TrainConfig(gradient_checkpointing=checkpointing, **common)))
         assert json.loads((out / "run.json").read_text())["resolved"]["gradient_checkpointing"] is checkpointing
         losses[checkpointing] = [r["loss"] for r in progress(out) if r["event"] == "log" and "loss" in r]
     assert losses[True][0] == pytest.approx(losses[False][0], rel=1e-6)  # the same forward pass

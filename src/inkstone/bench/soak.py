@@ -111,7 +111,7 @@ def clients(url: str, model: str, streams: int, seconds: float, max_tokens: int)
 
 
 def run_soak(cfg, streams: int = 32, minutes: float = 10.0, max_tokens: int = 64) -> dict:
-    from ..runtime import open_bridge
+    from ..runtime import open_runtime
     from ..system_info import device_summary
     from ..webui.app import AppContext, launch
     from .child import run_json
@@ -124,7 +124,7 @@ def run_soak(cfg, streams: int = 32, minutes: float = 10.0, max_tokens: int = 64
                                               "username": None, "password": None, "api_key": None}),
         "memory": cfg.memory.model_copy(update={"db_dir": f"{scratch.name}/chroma",
                                                 "studio_db": f"{scratch.name}/studio.sqlite3"})})
-    bridge = open_bridge(soak_cfg, notes=notes)
+    rt = open_runtime(soak_cfg, notes=notes)
     demo = None
     samples: list[tuple[float, float]] = []
     stop = threading.Event()
@@ -134,24 +134,24 @@ def run_soak(cfg, streams: int = 32, minutes: float = 10.0, max_tokens: int = 64
             samples.append((time.time(), _rss_mb()))
 
     try:
-        demo = launch(AppContext(cfg=soak_cfg, bridge=bridge, notes=notes), block=False)
+        demo = launch(AppContext(cfg=soak_cfg, rt=rt, notes=notes), block=False)
         url = f"http://127.0.0.1:{soak_cfg.webui.port}/"
-        run_json("inkstone.bench.soak", url, bridge.settings.model_name, 2, 5, 32, what="soak warm-up", timeout=600)
+        run_json("inkstone.bench.soak", url, rt.engine.model_name, 2, 5, 32, what="soak warm-up", timeout=600)
         start_rss = _rss_mb()
         sampler = threading.Thread(target=sample_memory, daemon=True)
         sampler.start()
         t0 = time.time()
-        result = run_json("inkstone.bench.soak", url, bridge.settings.model_name, streams, minutes * 60, max_tokens,
+        result = run_json("inkstone.bench.soak", url, rt.engine.model_name, streams, minutes * 60, max_tokens,
                           what="soak clients", timeout=minutes * 60 + 900)
         wall = time.time() - t0
         stop.set()
         end_rss = _rss_mb()
-        health = bridge.health()
+        health = rt.engine.health()
     finally:
         stop.set()
         if demo is not None:
             demo.close()
-        bridge.stop()
+        rt.stop()
         scratch.cleanup()
     done = result["app"]["done"] + result["api"]["done"]
     failed = result["app"]["failed"] + result["api"]["failed"]
@@ -163,7 +163,7 @@ def run_soak(cfg, streams: int = 32, minutes: float = 10.0, max_tokens: int = 64
                     "rss_mb_start": start_rss, "rss_mb_end": end_rss,
                     "rss_growth_mb": round(end_rss - start_rss, 1), "engine_restarts": len(health["restarts"])},
         "paths": {k: result[k] for k in ("app", "api")}, "errors": result["errors"],
-        "rss_samples_mb": [m for _, m in samples], "model": bridge.settings.model_name, "device": device_summary(),
+        "rss_samples_mb": [m for _, m in samples], "model": rt.engine.model_name, "device": device_summary(),
         "notes": notes, "time": time.time(),
     }
 

@@ -108,15 +108,17 @@ def peer(model_path: Path, corpus: Path, steps: int, batch: int, seq: int, lora_
 
 def ours(model_path: Path, corpus: Path, steps: int, batch: int, seq: int, lora_r: int, four_bit: bool,
          dtype: str) -> dict:
+    from ..config import TrainConfig
     from ..train.qlora import TrainArgs, run_training
 
     with tempfile.TemporaryDirectory() as tmp:
         data = _write_jsonl(_texts(corpus, 40 * (steps + 1) * batch), Path(tmp) / "train.jsonl")
         out = Path(tmp) / "run"
-        run_training(TrainArgs(data=data, base_model=model_path, output_dir=out, max_steps=steps + 1,
-                               batch_size=batch, grad_accum=1, max_seq_length=seq, lora_r=lora_r,
-                               lora_alpha=2 * lora_r, lora_dropout=0.0, load_in_4bit=four_bit, save_steps=10**6,
-                               warmup_ratio=0.0, dtype=dtype))
+        settings = TrainConfig(max_steps=steps + 1, batch_size=batch, grad_accum=1, max_seq_length=seq,
+                               lora_r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0, save_steps=10**6,
+                               warmup_ratio=0.0, dtype=dtype)
+        run_training(TrainArgs(data=data, base_model=model_path, output_dir=out, load_in_4bit=four_bit,
+                               train=settings))
         logs = [json.loads(ln) for ln in (out / "progress.jsonl").read_text(encoding="utf-8").splitlines()]
         resolved = json.loads((out / "run.json").read_text(encoding="utf-8"))["resolved"]
     done = next(r for r in logs if r.get("event") == "done")

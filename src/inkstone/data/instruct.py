@@ -1,7 +1,7 @@
 """Instruction pairs made with the Write tab's own prompt template.
 
 Each passage of a chapter becomes {"prompt", "completion"}: the prompt is
-`inference.prompts.render` with the preceding text of the chapter as the story
+`prompt_format.render` with the preceding text of the chapter as the story
 so far and an outline line as the instruction (the chapter title for its first
 passage, "续写下文" after that); the completion is the passage. Training on
 these teaches the model the exact prompt it will see when writing.
@@ -24,14 +24,14 @@ def resolve_prompt_format(tokenizer, prompt_format: str = "auto", model_name: st
     template), so the pairs are rendered the way the Write tab will render its prompts."""
     if prompt_format not in ("auto", "chat", "plain"):
         raise ValueError(f"prompt_format must be auto, chat or plain, not {prompt_format!r}")
-    from ..inference.prompts import resolve_format
+    from ..prompt_format import resolve_format
 
     return resolve_format(tokenizer, prompt_format, model_name or str(getattr(tokenizer, "name_or_path", "")))
 
 
 class PromptMaker:
     def __init__(self, tokenizer, fmt: Literal["chat", "plain"], system: str = DEFAULT_SYSTEM):
-        from ..inference.prompts import render  # the Write tab's template, imported only when pairs are made
+        from ..prompt_format import render  # the template every generation is rendered with
 
         self.tokenizer, self.fmt, self.system, self._render = tokenizer, fmt, system, render
         self._shapes: dict[tuple[bool, bool], Optional[str]] = {}

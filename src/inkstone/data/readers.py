@@ -196,100 +196,146 @@ _RESYNC = re.compile(r"\}\s*,\s*(?=\{)")
 TOO_DEEP = "JSON nested too deeply to read (thousands of levels: not a novel record)"
 
 
+class _JsonText:
+    """A JSON text read chunk by chunk: `buf[pos:]` is not parsed yet, and `line` is the
+    line number of `buf[0]`. Parsed text is dropped as more is read, so memory stays
+    at about one chunk (or one record, when a record is bigger)."""
+
+    def __init__(self, fh, on_bytes):
+        self.fh, self.on_bytes = fh, on_bytes
+        self.buf, self.pos, self.line, self.eof, self.seen = "", 0, 1, False, 0
+
+    def more(self, n: int = 0) -> bool:
+        """Read one more chunk, of at least `n` characters; False at the end of the file."""
+        if self.eof:
+            return False
+        self.line += self.buf.count("\n", 0, self.pos)
+        self.buf = self.buf[self.pos:]
+        self.pos = 0
+        chunk = self.fh.read(max(n, READ_CHARS))
+        if self.on_bytes:
+            tell = self.fh.buffer.tell()
+            self.on_bytes(tell - self.seen)
+            self.seen = tell
+        if not chunk:
+            self.eof = True
+            return False
+        self.buf += chunk
+        return True
+
+    def skip_ws(self) -> None:
+        while True:
+            while self.pos < len(self.buf) and self.buf[self.pos].isspace():
+                self.pos += 1
+            if self.pos < len(self.buf) or not self.more():
+                return
+
+    def peek(self) -> Optional[str]:
+        """The next unparsed character, None at the end."""
+        return self.buf[self.pos] if self.pos < len(self.buf) else None
+
+    def line_at(self, index: int) -> int:
+        return self.line + self.buf.count("\n", 0, index)
+
+    def lineno(self) -> int:
+        return self.line_at(self.pos)
+
+    def resync(self, start: int) -> bool:
+        """Skip to the next record after a broken one (past the next `}, {`); False if none follows."""
+        m = _RESYNC.search(self.buf, start)
+        while m is None and self.more():
+            m = _RESYNC.search(self.buf, self.pos)
+        if m is None:
+            return False
+        self.pos = m.end()
+        return True
+
+
 def _json_records(path, encoding, issues, on_bytes):
     """Records of a top-level JSON array, parsed one at a time so a big file is never held whole.
 
     After a syntax error the reader skips to the next `}, {` and goes on.
     """
-    decoder = json.JSONDecoder()
     with open_text(path, encoding) as fh:
-        raw = fh.buffer
-        buf, pos, line, eof, seen = "", 0, 1, False, 0
-
-        def more(n: int = READ_CHARS) -> bool:
-            nonlocal buf, pos, eof, line, seen
-            if eof:
-                return False
-            line += buf.count("\n", 0, pos)
-            buf = buf[pos:]
-            pos = 0
-            chunk = fh.read(max(n, READ_CHARS))
-            if on_bytes:
-                tell = raw.tell()
-                on_bytes(tell - seen)
-                seen = tell
-            if not chunk:
-                eof = True
-                return False
-            buf += chunk
-            return True
-
-        def skip_ws():
-            nonlocal pos
-            while True:
-                while pos < len(buf) and buf[pos].isspace():
-                    pos += 1
-                if pos < len(buf) or not more():
-                    return
-
-        def lineno() -> int:
-            return line + buf.count("\n", 0, pos)
-
-        skip_ws()
-        if pos >= len(buf):
+        text = _JsonText(fh, on_bytes)
+        text.skip_ws()
+        first = text.peek()
+        if first is None:
             return
-        if buf[pos] != "[":
-            # One object: a single record (read whole: it is one book anyway).
-            while more():
-                pass
-            try:
-                yield lineno(), json.loads(buf[pos:])
-            except json.JSONDecodeError as exc:
-                issues.add(line + exc.lineno - 1, f"not valid JSON ({exc.msg} at column {exc.colno})")
-            except RecursionError:
-                issues.add(lineno(), TOO_DEEP)
+        if first != "[":
+            yield from _single_json_record(text, issues)
             return
-        pos += 1
-        while True:
-            skip_ws()
-            if pos >= len(buf):
-                issues.add(lineno(), "JSON array is not closed with ]")
-                return
-            if buf[pos] == "]":
-                return
-            start_line = lineno()
-            try:
-                obj, end = decoder.raw_decode(buf, pos)
-            except (json.JSONDecodeError, RecursionError) as exc:
-                too_deep = isinstance(exc, RecursionError)
-                incomplete = not too_deep and (exc.msg.startswith("Unterminated string") or exc.pos >= len(buf) - 1)
-                if incomplete and more(len(buf) - pos):  # grow geometrically: linear time for big records
-                    continue
-                where = pos if too_deep else exc.pos
-                at = line + buf.count("\n", 0, where)
-                m = _RESYNC.search(buf, where)
-                while m is None and more():
-                    m = _RESYNC.search(buf, pos)
-                issues.add(at, f"{TOO_DEEP}; record skipped" if too_deep else f"not valid JSON ({exc.msg}); record skipped")
-                if m is None:
-                    return
-                pos = m.end()
+        text.pos += 1
+        yield from _json_array_records(text, issues)
+
+
+def _single_json_record(text: _JsonText, issues):
+    """A file holding one object: a single record (read whole: it is one book anyway)."""
+    while text.more():
+        pass
+    try:
+        yield text.lineno(), json.loads(text.buf[text.pos:])
+    except json.JSONDecodeError as exc:
+        issues.add(text.line + exc.lineno - 1, f"not valid JSON ({exc.msg} at column {exc.colno})")
+    except RecursionError:
+        issues.add(text.lineno(), TOO_DEEP)
+
+
+def _json_array_records(text: _JsonText, issues):
+    """The records of an array whose `[` was read, up to its `]`."""
+    decoder = json.JSONDecoder()
+    while True:
+        text.skip_ws()
+        if text.peek() is None:
+            issues.add(text.lineno(), "JSON array is not closed with ]")
+            return
+        if text.peek() == "]":
+            return
+        start_line = text.lineno()
+        try:
+            obj, end = decoder.raw_decode(text.buf, text.pos)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            if _record_runs_on(exc, text) and text.more(len(text.buf) - text.pos):  # grow geometrically
                 continue
-            pos = end
-            yield start_line, obj
-            skip_ws()
-            if pos < len(buf) and buf[pos] == ",":
-                pos += 1
-            elif pos < len(buf) and buf[pos] != "]":
-                at = lineno()
-                m = _RESYNC.search(buf, pos)
-                while m is None and more():
-                    m = _RESYNC.search(buf, pos)
-                issues.add(at, f"expected , or ] after a record, found {buf[pos]!r}" if pos < len(buf)
-                           else "JSON array is not closed with ]")
-                if m is None:
-                    return
-                pos = m.end()
+            if not _skip_broken_record(text, exc, issues):
+                return
+            continue
+        text.pos = end
+        yield start_line, obj
+        if not _skip_separator(text, issues):
+            return
+
+
+def _record_runs_on(exc: Exception, text: _JsonText) -> bool:
+    """The record failed only because it goes on past what was read so far."""
+    if isinstance(exc, RecursionError):
+        return False
+    return exc.msg.startswith("Unterminated string") or exc.pos >= len(text.buf) - 1
+
+
+def _skip_broken_record(text: _JsonText, exc: Exception, issues) -> bool:
+    """Report a record that does not parse and skip to the next; False if none follows."""
+    too_deep = isinstance(exc, RecursionError)
+    where = text.pos if too_deep else exc.pos
+    at = text.line_at(where)
+    found = text.resync(where)
+    issues.add(at, f"{TOO_DEEP}; record skipped" if too_deep else f"not valid JSON ({exc.msg}); record skipped")
+    return found
+
+
+def _skip_separator(text: _JsonText, issues) -> bool:
+    """Step over the `,` after a record. Anything else but `]` is reported and skipped
+    up to the next record; False when none follows."""
+    text.skip_ws()
+    after = text.peek()
+    if after == ",":
+        text.pos += 1
+    elif after is not None and after != "]":
+        at = text.lineno()
+        found = text.resync(text.pos)
+        issues.add(at, f"expected , or ] after a record, found {after!r}")
+        return found
+    return True
 
 
 def _csv_records(path, encoding, issues, on_bytes, delimiter=","):

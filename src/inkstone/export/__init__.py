@@ -8,8 +8,9 @@ the base, and optionally push it to the Hub.
 Heavy libraries (torch, transformers, peft, gguf) are imported inside the
 functions that need them, so importing this package is cheap.
 """
+from ..checkpoints import is_adapter_dir, run_dir_of
 from .errors import ExportError, VerificationError
-from .locate import is_adapter_dir, resolve_adapter, run_dir_of
+from .locate import resolve_adapter
 
 __all__ = ["ExportError", "VerificationError", "is_adapter_dir", "resolve_adapter", "run_dir_of", "run_export"]
 

@@ -11,6 +11,8 @@ import re
 from pathlib import Path
 from typing import Optional
 
+from ..checkpoints import checkpoint_step
+
 _TRAIN_FIELDS = [  # run.json key -> label
     ("epochs", "epochs"), ("max_steps", "max steps"), ("lr", "learning rate"), ("batch_size", "batch size"),
     ("grad_accum", "gradient accumulation"), ("max_seq_length", "sequence length (packed)"),
@@ -68,8 +70,7 @@ def training_summary(run_dir: Optional[Path], adapter: Path) -> dict:
         return {}
     args = _read_json(Path(run_dir) / "run.json")
     rows = read_jsonl(Path(run_dir) / "progress.jsonl")
-    m = re.match(r"^checkpoint-(\d+)$", Path(adapter).name)
-    upto = int(m.group(1)) if m else None  # a checkpoint: only what was logged up to its step
+    upto = checkpoint_step(adapter)  # a checkpoint: only what was logged up to its step
     logs = [r for r in rows if r.get("event") == "log" and (upto is None or (r.get("step") or 0) <= upto)]
     done = next((r for r in reversed(rows) if r.get("event") == "done"), None) if upto is None else None
     eval_loss, eval_step = None, None
@@ -120,61 +121,86 @@ def _size(n: int) -> str:
 def render(*, title: str, base_name: str, base_path: Path, adapter: Path, fmt: str, quant: Optional[str],
            files: dict[str, int], training: dict, prepare: dict, verification: dict,
            license_name: Optional[str], ollama: Optional[dict] = None, weights: Optional[dict] = None) -> str:
-    lic = license_name or "other"
+    """The model card: Hub front matter, then one section per stage that made the model."""
+    lines = (_front_matter(base_name, fmt, license_name) + ["", f"# {title}", ""]
+             + _summary(base_name, adapter, fmt, quant)
+             + _base_section(base_name, base_path, license_name)
+             + _data_section(prepare)
+             + _training_section(training)
+             + _export_section(files, verification, weights)
+             + _use_section(fmt, files, ollama)
+             + _license_section(base_name, license_name))
+    return "\n".join(lines)
+
+
+def _front_matter(base_name: str, fmt: str, license_name: Optional[str]) -> list[str]:
     tags = ["inkstone", "lora", "qlora", "fiction", "text-generation"] + (["gguf"] if fmt == "gguf" else [])
     # The Hub links base_model to a repo: write it only when the base is a Hub id, not a local folder name.
     hub_base = [f"base_model: {base_name}"] if re.match(r"^[\w.-]+/[\w.-]+$", base_name) else []
-    lines = ["---"] + hub_base + [f"license: {lic}",
-             f"library_name: {'gguf' if fmt == 'gguf' else 'transformers'}", "pipeline_tag: text-generation",
-             "tags:"] + [f"- {t}" for t in tags] + ["---", "", f"# {title}", ""]
-    what = f"a GGUF file ({quant.upper()})" if fmt == "gguf" else "a merged safetensors model"
-    lines += [f"A LoRA fine-tune of **{base_name}** for writing long fiction, trained and exported with "
-              f"Inkstone: the adapter `{Path(adapter).name}` merged into the full-precision base weights, "
-              f"saved as {what}.", ""]
+    return (["---"] + hub_base + [f"license: {license_name or 'other'}",
+            f"library_name: {'gguf' if fmt == 'gguf' else 'transformers'}", "pipeline_tag: text-generation",
+            "tags:"] + [f"- {t}" for t in tags] + ["---"])
 
-    lines += ["## Base model", "", f"- model: `{base_name}`"]
+
+def _summary(base_name: str, adapter: Path, fmt: str, quant: Optional[str]) -> list[str]:
+    what = f"a GGUF file ({quant.upper()})" if fmt == "gguf" else "a merged safetensors model"
+    return [f"A LoRA fine-tune of **{base_name}** for writing long fiction, trained and exported with "
+            f"Inkstone: the adapter `{Path(adapter).name}` merged into the full-precision base weights, "
+            f"saved as {what}.", ""]
+
+
+def _base_section(base_name: str, base_path: Path, license_name: Optional[str]) -> list[str]:
+    lines = ["## Base model", "", f"- model: `{base_name}`"]
     if not Path(base_name).name == Path(base_path).name:
         lines.append(f"- weights from: `{Path(base_path).name}`")
-    lines += [f"- license: {license_name or 'not stated in the base model folder; check the base model terms'}", ""]
+    return lines + [f"- license: {license_name or 'not stated in the base model folder; check the base model terms'}",
+                    ""]
 
-    lines += ["## Training data", ""]
-    if prepare:
-        lines += [f"- books: {prepare.get('books', '?')}, chapters: {prepare.get('chapters', '?')}",
-                  f"- training chunks: {prepare.get('train_chunks', '?')} ({prepare.get('train_tokens', '?')} tokens)",
-                  f"- validation chunks: {prepare.get('val_chunks', '?')} ({prepare.get('val_tokens', '?')} tokens)"]
-        files_in = prepare.get("files") or []
-        for f in files_in[:10]:
-            lines.append(f"- source: `{Path(str(f.get('file', '?'))).name}` ({f.get('encoding', '?')}, "
-                         f"{f.get('chapters', '?')} chapters)")
-        if len(files_in) > 10:
-            lines.append(f"- ... and {len(files_in) - 10} more files")
-        if prepare.get("skipped"):
-            lines.append(f"- skipped files: {len(prepare['skipped'])}")
-    else:
-        lines.append("- no prepare report found (data/prepared/report.json)")
-    lines.append("")
 
-    lines += ["## Training", ""]
+def _data_section(prepare: dict) -> list[str]:
+    """What the prepare report says about the training text."""
+    lines = ["## Training data", ""]
+    if not prepare:
+        return lines + ["- no prepare report found (data/prepared/report.json)", ""]
+    lines += [f"- books: {prepare.get('books', '?')}, chapters: {prepare.get('chapters', '?')}",
+              f"- training chunks: {prepare.get('train_chunks', '?')} ({prepare.get('train_tokens', '?')} tokens)",
+              f"- validation chunks: {prepare.get('val_chunks', '?')} ({prepare.get('val_tokens', '?')} tokens)"]
+    files_in = prepare.get("files") or []
+    for f in files_in[:10]:
+        lines.append(f"- source: `{Path(str(f.get('file', '?'))).name}` ({f.get('encoding', '?')}, "
+                     f"{f.get('chapters', '?')} chapters)")
+    if len(files_in) > 10:
+        lines.append(f"- ... and {len(files_in) - 10} more files")
+    if prepare.get("skipped"):
+        lines.append(f"- skipped files: {len(prepare['skipped'])}")
+    return lines + [""]
+
+
+def _training_section(training: dict) -> list[str]:
+    """The run's arguments as a table, then how far it got and its losses."""
+    lines = ["## Training", ""]
     args = training.get("args") or {}
     if args:
         lines += ["| parameter | value |", "|---|---|"]
         lines += [f"| {label} | {_fmt(args[key])} |" for key, label in _TRAIN_FIELDS if key in args]
         lines.append("")
-    if training:
-        state = "finished" if training.get("finished") else "in progress or stopped (latest complete checkpoint)"
-        lines.append(f"- steps trained: {training.get('step', '?')} ({state})")
-        if training.get("train_loss") is not None:
-            lines.append(f"- last training loss: {training['train_loss']:.4f}")
-        if training.get("eval_loss") is not None:
-            lines.append(f"- validation loss: {training['eval_loss']:.4f} (perplexity {training['eval_ppl']:.2f})"
-                         + (f" at step {training['eval_step']}" if training.get("eval_step") is not None else ""))
-        else:
-            lines.append("- validation loss: not measured (no validation data in this run)")
+    if not training:
+        return lines + ["- no training log found next to the adapter", ""]
+    state = "finished" if training.get("finished") else "in progress or stopped (latest complete checkpoint)"
+    lines.append(f"- steps trained: {training.get('step', '?')} ({state})")
+    if training.get("train_loss") is not None:
+        lines.append(f"- last training loss: {training['train_loss']:.4f}")
+    if training.get("eval_loss") is not None:
+        lines.append(f"- validation loss: {training['eval_loss']:.4f} (perplexity {training['eval_ppl']:.2f})"
+                     + (f" at step {training['eval_step']}" if training.get("eval_step") is not None else ""))
     else:
-        lines.append("- no training log found next to the adapter")
-    lines.append("")
+        lines.append("- validation loss: not measured (no validation data in this run)")
+    return lines + [""]
 
-    lines += ["## Export", "", "| file | size |", "|---|---|"]
+
+def _export_section(files: dict[str, int], verification: dict, weights: Optional[dict]) -> list[str]:
+    """The exported files and how closely they match the adapter on its base."""
+    lines = ["## Export", "", "| file | size |", "|---|---|"]
     lines += [f"| `{name}` | {_size(size)} |" for name, size in sorted(files.items())]
     lines.append("")
     if verification:
@@ -190,8 +216,11 @@ def render(*, title: str, base_name: str, base_path: Path, adapter: Path, fmt: s
     if weights:
         lines += [f"Reloaded, all {weights['tensors']} tensors equal the weights meant to be written "
                   f"(largest relative difference {weights['max_rel_weight_diff']:.1e}).", ""]
+    return lines
 
-    lines += ["## Use", ""]
+
+def _use_section(fmt: str, files: dict[str, int], ollama: Optional[dict]) -> list[str]:
+    lines = ["## Use", ""]
     if fmt == "gguf":
         gguf_file = next((n for n in files if n.endswith(".gguf")), "model.gguf")
         lines += ["```bash", f"ollama create {Path(gguf_file).stem.lower()} -f Modelfile",
@@ -202,8 +231,11 @@ def render(*, title: str, base_name: str, base_path: Path, adapter: Path, fmt: s
         lines += ["```python", "from transformers import AutoModelForCausalLM, AutoTokenizer",
                   'tok = AutoTokenizer.from_pretrained("PATH_OR_REPO")',
                   'model = AutoModelForCausalLM.from_pretrained("PATH_OR_REPO")', "```"]
-    lines += ["", "## License", "",
-              f"This model is a derivative of `{base_name}` and is subject to its license "
-              f"({license_name or 'see the base model'}). The fine-tuning data's rights are the user's "
-              "responsibility.", ""]
-    return "\n".join(lines)
+    return lines
+
+
+def _license_section(base_name: str, license_name: Optional[str]) -> list[str]:
+    return ["", "## License", "",
+            f"This model is a derivative of `{base_name}` and is subject to its license "
+            f"({license_name or 'see the base model'}). The fine-tuning data's rights are the user's "
+            "responsibility.", ""]

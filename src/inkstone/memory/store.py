@@ -10,7 +10,7 @@ The per-kind queries of one search run concurrently on a small thread pool
 
 Vectors come from our own embedder, never from Chroma's default embedding
 function (which would fetch a model from a hub). Writes are not thread-safe by
-design: the engine bridge calls the store from one worker thread.
+design: MemoryAccess (memory/access.py) calls the store from one worker thread.
 """
 from __future__ import annotations
 

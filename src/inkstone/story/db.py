@@ -43,6 +43,12 @@ CREATE TABLE IF NOT EXISTS history (
 CREATE INDEX IF NOT EXISTS history_story ON history(story, started);
 """
 
+# Columns added after the first release: (table, column, declaration). Older files get them on open.
+ADDED_COLUMNS = (
+    ("history", "source", "TEXT NOT NULL DEFAULT 'write'"),  # write | compare | batch | api | cli
+    ("history", "memories", "TEXT NOT NULL DEFAULT '[]'"),  # [{"id", "kind", "title", "tokens"}]
+)
+
 
 BUSY_TIMEOUT_S = 30
 
@@ -54,6 +60,10 @@ class StudioDB:
         with self.connect() as con:
             con.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the file
             con.executescript(SCHEMA)
+            for table, column, decl in ADDED_COLUMNS:
+                have = {r["name"] for r in con.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     @contextmanager
     def connect(self):

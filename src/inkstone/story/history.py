@@ -26,6 +26,8 @@ class HistoryEntry:
     output_tokens: int = 0
     started: float = 0.0
     finished: float = 0.0
+    source: str = "write"  # where it was asked for: write | compare | batch | api | cli
+    memories: list[dict] = field(default_factory=list)  # the memories used: id, kind, title, tokens
     id: Optional[int] = None
 
 
@@ -38,6 +40,7 @@ class History:
         row.pop("id")
         row["params"] = json.dumps(row["params"], ensure_ascii=False)
         row["memory_ids"] = json.dumps(row["memory_ids"])
+        row["memories"] = json.dumps(row["memories"], ensure_ascii=False)
         cols = ", ".join(row)
         with self.db.connect() as con:
             cur = con.execute(f"INSERT INTO history ({cols}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
@@ -74,4 +77,5 @@ def _entry(row) -> HistoryEntry:
     d = dict(row)
     d["params"] = json.loads(d["params"])
     d["memory_ids"] = json.loads(d["memory_ids"])
+    d["memories"] = json.loads(d.get("memories") or "[]")
     return HistoryEntry(**d)

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from ..checkpoints import ADAPTER_DIRNAME, checkpoints, finished_adapter
 from .progress import PROGRESS_FILE
-from .qlora import ADAPTER_DIRNAME
 from .run_lock import running_pid
 
 LOG_FILE = "train.log"
@@ -182,7 +182,7 @@ def new_run_name(prefix: str = "run") -> str:
 def start_training(cfg, run_name: str, options: dict) -> TrainJob:
     """Start `start.py train` as a child process with the parent's effective config.
     `options` map flag names to values (True adds a bare flag, False/None leave it out)."""
-    from config import dump_config
+    from ..config import dump_config
 
     if not re.fullmatch(r"(?!\.+$)[A-Za-z0-9._-]+", run_name or ""):  # "." and ".." would leave the runs folder
         raise ValueError("run name may hold letters, digits, '.', '_' and '-' only, and not dots alone")
@@ -211,21 +211,10 @@ def start_training(cfg, run_name: str, options: dict) -> TrainJob:
     return TrainJob(run_dir, proc)
 
 
-def finished_adapter(run_dir: Path) -> Optional[Path]:
-    """The run's adapter; the previous one if a kill came mid-swap (see save_adapter_atomically)."""
-    for name in (ADAPTER_DIRNAME, f".{ADAPTER_DIRNAME}-old"):
-        p = Path(run_dir) / name
-        if (p / "adapter_config.json").is_file():
-            return p
-    return None
-
-
 def compare_runs(runs_dir: Path) -> list[dict]:
     """One row per checkpoint of every run (and its final adapter), side by side:
     training loss and validation loss/perplexity at that step."""
     import math
-
-    from .checkpoints import is_complete_checkpoint
 
     rows = []
     for run_dir in sorted(p for p in Path(runs_dir).glob("*") if (p / PROGRESS_FILE).is_file()):
@@ -233,10 +222,7 @@ def compare_runs(runs_dir: Path) -> list[dict]:
         train_loss = {r["step"]: r["loss"] for r in log if r.get("event") == "log" and "loss" in r}
         eval_loss = {r["step"]: r["eval_loss"] for r in log if r.get("event") == "log" and "eval_loss" in r}
         done = next((r for r in log if r.get("event") == "done"), None)
-        points = []
-        for ck in run_dir.glob("checkpoint-*"):
-            if ck.name.rsplit("-", 1)[-1].isdigit() and is_complete_checkpoint(ck):
-                points.append((int(ck.name.rsplit("-", 1)[-1]), ck.name))
+        points = [(step, folder.name) for step, folder, complete in checkpoints(run_dir) if complete]
         if done is not None and finished_adapter(run_dir):
             points.append((done.get("step", 0), ADAPTER_DIRNAME))
         for step, name in sorted(points, key=lambda p: (p[0], p[1] == ADAPTER_DIRNAME)):

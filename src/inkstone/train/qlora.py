@@ -1,4 +1,4 @@
-"""QLoRA fine-tuning as one plain function with typed arguments.
+"""QLoRA fine-tuning as one plain function: the train section of the config plus what is this run's own.
 
 The base model is loaded 4-bit (bitsandbytes nf4; it runs on the CPU too) or in
 full precision with --no-4bit; peft adds LoRA adapters to every linear layer;
@@ -14,44 +14,30 @@ import math
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
-from .checkpoints import INCOMPLETE_MARKER, is_complete_checkpoint, latest_checkpoint
+from ..checkpoints import ADAPTER_DIRNAME, PREVIOUS_ADAPTER_DIRNAME, is_complete_checkpoint, latest_checkpoint
+from ..config import TrainConfig
 from .progress import PROGRESS_FILE, ProgressLog, make_progress_callback
-
-ADAPTER_DIRNAME = "adapter"
 
 
 @dataclass
 class TrainArgs:
+    """One training run: the train settings plus what belongs to this run alone."""
     data: Path
     base_model: Path
-    output_dir: Path
+    output_dir: Path  # this run's folder (train.output_dir holds all runs)
+    train: TrainConfig = field(default_factory=TrainConfig)
     val_data: Optional[Path] = None
-    epochs: float = 3
-    batch_size: int = 2
-    grad_accum: int = 8
-    lr: float = 2e-4
-    lora_r: int = 64
-    lora_alpha: int = 128
-    lora_dropout: float = 0.05
-    max_seq_length: int = 2048
-    max_steps: int = -1
     load_in_4bit: bool = True
-    # None: only when the activations would not fit comfortably in memory (it recomputes the forward pass).
-    gradient_checkpointing: Optional[bool] = None
-    dtype: str = "auto"  # auto: bf16 where this machine computes it natively, else float32
-    fused_loss: bool = True  # cross-entropy a slice of positions at a time (see fused_loss.py)
-    save_steps: int = 100
-    warmup_ratio: float = 0.03
-    seed: int = 42
-    max_eval_blocks: int = 64  # upper bound; the sample is sized to cost about a tenth of training
-    eval_share: float = 0.1
-    eval_on_start: bool = True  # the base model's validation loss, for the curve to start from
-    stop_on_loss_rise: bool = False
     resume: Optional[str] = None  # "latest" or a checkpoint folder
+
+    def record(self) -> dict:
+        """Flat, as run.json has always been (the model card reads it): the settings, then the run's own."""
+        own = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "train"}
+        return {**self.train.model_dump(), **own}
 
 
 class TrainingDataError(ValueError):
@@ -67,6 +53,11 @@ def _jsonl_files(path: Path) -> list[Path]:
         if files:
             return files
     raise TrainingDataError(f"no training data at {path}: run `python start.py prepare` first")
+
+
+def prepared_split(folder: Path) -> Optional[Path]:
+    """`folder` when prepare wrote a split there (.jsonl files), else None."""
+    return Path(folder) if any(Path(folder).glob("*.jsonl")) else None
 
 
 @dataclass
@@ -218,7 +209,7 @@ def save_adapter_atomically(model, tokenizer, out: Path) -> Path:
     (`adapter`, or `.adapter-old` which `finished_adapter` falls back to)."""
     import shutil
 
-    final, tmp, old = out / ADAPTER_DIRNAME, out / f".{ADAPTER_DIRNAME}-partial", out / f".{ADAPTER_DIRNAME}-old"
+    final, tmp, old = out / ADAPTER_DIRNAME, out / f".{ADAPTER_DIRNAME}-partial", out / PREVIOUS_ADAPTER_DIRNAME
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -228,39 +219,6 @@ def save_adapter_atomically(model, tokenizer, out: Path) -> Path:
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
     return final
-
-
-def _make_trainer_class():
-    from transformers import Trainer
-
-    from .fused_loss import causal_lm_loss_sum
-
-    class InkstoneTrainer(Trainer):
-        """The Trainer with two changes: checkpoints are marked incomplete until
-        every file is written (a crash mid-save never leaves a folder that resume
-        or the UI would pick up), and, when `fused` is set, the loss is computed
-        slice by slice without materialising all logits."""
-
-        fused = False
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if not self.fused:
-                return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                            num_items_in_batch=num_items_in_batch)
-            total, count = causal_lm_loss_sum(model, inputs["input_ids"], inputs.get("attention_mask"),
-                                              inputs["labels"])
-            # Same convention as the Trainer: normalised by the tokens of the whole accumulated batch when known.
-            loss = total / (num_items_in_batch if num_items_in_batch is not None else max(count, 1))
-            return (loss, {"loss": loss}) if return_outputs else loss
-
-        def _save_checkpoint(self, model, trial):
-            folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / INCOMPLETE_MARKER).touch()
-            super()._save_checkpoint(model, trial)
-            (folder / INCOMPLETE_MARKER).unlink(missing_ok=True)
-
-    return InkstoneTrainer
 
 
 def _resume_point(args: TrainArgs, out: Path, log: ProgressLog) -> Optional[Path]:
@@ -287,81 +245,141 @@ def run_training(args: TrainArgs) -> Path:
         return _run_training(args)
 
 
+@dataclass
+class TrainingBlocks:
+    """The packed data of a run and the evaluation it plans."""
+    train: list[dict]
+    val: list[dict]  # the fixed sample evaluated each time
+    val_available: int
+    total_steps: int
+    eval_on_start: bool
+
+
 def _run_training(args: TrainArgs) -> Path:
+    """The run's steps in order: data, model, record, trainer, loop, adapter."""
     import torch
-    from transformers import TrainingArguments, default_data_collator
 
     from ..hardware import cpu_has_fast_bf16, on_gpu
     from .allocator import keep_freed_memory
     from .fused_loss import supports_fused_loss
     from .model_setup import add_lora, load_base, load_tokenizer, training_dtype
 
+    t = args.train
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     log = ProgressLog(out / PROGRESS_FILE)
     allocator_tuned = keep_freed_memory()
-    gpu = on_gpu()
-    dtype = training_dtype(args.dtype)
+    dtype = training_dtype(t.dtype)
     tokenizer = load_tokenizer(args.base_model)
-
-    train_blocks = pack(read_examples(args.data), tokenizer, args.max_seq_length)
-    if not train_blocks:
-        raise TrainingDataError(f"{args.data}: no tokens to train on")
-    all_val = pack(read_examples(args.val_data), tokenizer, args.max_seq_length) if args.val_data else []
-    per_step = args.batch_size * args.grad_accum
-    total_steps = args.max_steps if args.max_steps > 0 else \
-        math.ceil(math.ceil(len(train_blocks) / args.batch_size) / args.grad_accum * args.epochs)
-    eval_on_start = bool(all_val) and args.eval_on_start and not args.resume
-    evaluations = int(eval_on_start) + max(1, math.ceil(total_steps / args.save_steps))
-    val_blocks = eval_sample(all_val, total_steps=total_steps, blocks_per_step=per_step, evaluations=evaluations,
-                             share=args.eval_share, cap=args.max_eval_blocks, seed=args.seed)
+    blocks = pack_run_data(args, tokenizer)
 
     model = load_base(args.base_model, dtype=dtype, load_in_4bit=args.load_in_4bit)
-    checkpointing, memory_note = needs_checkpointing(model.config, batch=args.batch_size, seq=args.max_seq_length,
-                                                     dtype_bytes=torch.finfo(dtype).bits // 8)
-    if args.gradient_checkpointing is not None:
-        checkpointing = args.gradient_checkpointing
-    model = add_lora(model, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout)
-    fused = args.fused_loss and supports_fused_loss(model)
-    (out / "run.json").write_text(json.dumps({
-        **asdict(args),
-        "resolved": {"dtype": str(dtype).replace("torch.", ""), "device": "cuda" if gpu else "cpu",
-                     "cpu_fast_bf16": cpu_has_fast_bf16(), "gradient_checkpointing": checkpointing,
-                     "fused_loss": fused, "eval_blocks": len(val_blocks), "val_blocks_available": len(all_val),
-                     "total_steps": total_steps, "allocator_keeps_freed_memory": allocator_tuned, **memory_note},
-    }, default=str, indent=2), encoding="utf-8")
+    checkpointing, memory_note = choose_checkpointing(model, t, dtype_bytes=torch.finfo(dtype).bits // 8)
+    model = add_lora(model, r=t.lora_r, alpha=t.lora_alpha, dropout=t.lora_dropout)
+    fused = t.fused_loss and supports_fused_loss(model)
+    write_run_record(out, args, {
+        "dtype": str(dtype).replace("torch.", ""), "device": "cuda" if on_gpu() else "cpu",
+        "cpu_fast_bf16": cpu_has_fast_bf16(), "gradient_checkpointing": checkpointing, "fused_loss": fused,
+        "eval_blocks": len(blocks.val), "val_blocks_available": blocks.val_available,
+        "total_steps": blocks.total_steps, "allocator_keeps_freed_memory": allocator_tuned, **memory_note,
+    })
 
+    stop_flag = stop_on_signals()
+    progress = make_progress_callback(log, tokens_per_step=t.batch_size * t.grad_accum * t.max_seq_length,
+                                      train_blocks=len(blocks.train), val_blocks=len(blocks.val), lr=t.lr,
+                                      stop_on_loss_rise=t.stop_on_loss_rise, stop_flag=stop_flag)
+    targs = training_arguments(t, out, blocks, bf16=dtype == torch.bfloat16, checkpointing=checkpointing)
+    trainer = build_trainer(model, targs, blocks, progress=progress, fused=fused)
+    fit(trainer, _resume_point(args, out, log), log, stop_flag)
+    return finish_run(trainer, tokenizer, out, log, progress, blocks, stop_flag)
+
+
+def pack_run_data(args: TrainArgs, tokenizer) -> TrainingBlocks:
+    """Pack the training and validation text into blocks and size the evaluation sample."""
+    t = args.train
+    train_blocks = pack(read_examples(args.data), tokenizer, t.max_seq_length)
+    if not train_blocks:
+        raise TrainingDataError(f"{args.data}: no tokens to train on")
+    all_val = pack(read_examples(args.val_data), tokenizer, t.max_seq_length) if args.val_data else []
+    total_steps = planned_steps(len(train_blocks), t)
+    eval_on_start = bool(all_val) and t.eval_on_start and not args.resume
+    evaluations = int(eval_on_start) + max(1, math.ceil(total_steps / t.save_steps))
+    val_blocks = eval_sample(all_val, total_steps=total_steps, blocks_per_step=t.batch_size * t.grad_accum,
+                             evaluations=evaluations, share=t.eval_share, cap=t.max_eval_blocks, seed=t.seed)
+    return TrainingBlocks(train=train_blocks, val=val_blocks, val_available=len(all_val), total_steps=total_steps,
+                          eval_on_start=eval_on_start and bool(val_blocks))
+
+
+def planned_steps(train_blocks: int, t: TrainConfig) -> int:
+    """Optimizer steps of the run: max_steps when set, else what the epochs come to."""
+    if t.max_steps > 0:
+        return t.max_steps
+    return math.ceil(math.ceil(train_blocks / t.batch_size) / t.grad_accum * t.epochs)
+
+
+def choose_checkpointing(model, t: TrainConfig, *, dtype_bytes: int) -> tuple[bool, dict]:
+    """The setting when given, else what memory needs (see needs_checkpointing); and the memory estimate."""
+    checkpointing, memory_note = needs_checkpointing(model.config, batch=t.batch_size, seq=t.max_seq_length,
+                                                     dtype_bytes=dtype_bytes)
+    if t.gradient_checkpointing is not None:
+        checkpointing = t.gradient_checkpointing
+    return checkpointing, memory_note
+
+
+def write_run_record(out: Path, args: TrainArgs, resolved: dict) -> None:
+    """run.json: the arguments, and what `auto` and memory resolved to on this machine."""
+    (out / "run.json").write_text(json.dumps({**args.record(), "resolved": resolved}, default=str, indent=2),
+                                  encoding="utf-8")
+
+
+def stop_on_signals() -> dict:
+    """SIGINT/SIGTERM set the returned flag; the progress callback then saves and stops the run."""
     stop_flag: dict = {"flag": False}
 
-    def _request_stop(signum, _frame):
+    def request_stop(signum, _frame):
         stop_flag["flag"] = True
 
-    signal.signal(signal.SIGINT, _request_stop)
-    signal.signal(signal.SIGTERM, _request_stop)
-    progress = make_progress_callback(log, tokens_per_step=per_step * args.max_seq_length,
-                                      train_blocks=len(train_blocks), val_blocks=len(val_blocks), lr=args.lr,
-                                      stop_on_loss_rise=args.stop_on_loss_rise, stop_flag=stop_flag)
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    return stop_flag
 
+
+def training_arguments(t: TrainConfig, out: Path, blocks: TrainingBlocks, *, bf16: bool, checkpointing: bool):
+    from transformers import TrainingArguments
+
+    from ..hardware import on_gpu
+
+    gpu = on_gpu()
+    evaluate = bool(blocks.val)
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "tensorboard")  # TensorBoard logs beside progress.jsonl
-    targs = TrainingArguments(
-        output_dir=str(out), num_train_epochs=args.epochs, max_steps=args.max_steps,
-        per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=args.batch_size,
-        gradient_accumulation_steps=args.grad_accum, learning_rate=args.lr, lr_scheduler_type="cosine",
-        warmup_steps=args.warmup_ratio, logging_steps=1, save_steps=args.save_steps, save_total_limit=3,
-        eval_strategy="steps" if val_blocks else "no", eval_steps=args.save_steps if val_blocks else None,
-        eval_on_start=eval_on_start and bool(val_blocks),
-        seed=args.seed, data_seed=args.seed, report_to=["tensorboard"], bf16=dtype == torch.bfloat16,
+    return TrainingArguments(
+        output_dir=str(out), num_train_epochs=t.epochs, max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, lr_scheduler_type="cosine",
+        warmup_steps=t.warmup_ratio, logging_steps=1, save_steps=t.save_steps, save_total_limit=3,
+        eval_strategy="steps" if evaluate else "no", eval_steps=t.save_steps if evaluate else None,
+        eval_on_start=blocks.eval_on_start,
+        seed=t.seed, data_seed=t.seed, report_to=["tensorboard"], bf16=bf16,
         gradient_checkpointing=checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False},
         use_cpu=not gpu, dataloader_pin_memory=gpu, remove_unused_columns=False,
         logging_nan_inf_filter=False,  # a NaN step must show as NaN, not be logged as 0.0
     )
-    trainer = _make_trainer_class()(
-        model=model, args=targs, train_dataset=_Blocks(train_blocks),
-        eval_dataset=_Blocks(val_blocks) if val_blocks else None,
-        data_collator=default_data_collator, callbacks=[progress],
-    )
-    trainer.fused = fused
-    resume = _resume_point(args, out, log)
+
+
+def build_trainer(model, targs, blocks: TrainingBlocks, *, progress, fused: bool):
+    from transformers import default_data_collator
+
+    from .trainer import InkstoneTrainer
+
+    return InkstoneTrainer(model=model, args=targs, train_dataset=_Blocks(blocks.train),
+                           eval_dataset=_Blocks(blocks.val) if blocks.val else None,
+                           data_collator=default_data_collator, callbacks=[progress], fused=fused)
+
+
+def fit(trainer, resume: Optional[Path], log: ProgressLog, stop_flag: dict) -> None:
+    """Run the training loop; out of memory is logged with what to lower, a NaN loss raised."""
+    import torch
+
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except torch.OutOfMemoryError as exc:
@@ -370,9 +388,13 @@ def _run_training(args: TrainArgs) -> Path:
     if stop_flag.get("nan_step") is not None:
         raise FloatingPointError(f"training stopped at step {stop_flag['nan_step']}: the loss became NaN/inf")
 
-    final = save_adapter_atomically(model, tokenizer, out)
+
+def finish_run(trainer, tokenizer, out: Path, log: ProgressLog, progress, blocks: TrainingBlocks,
+               stop_flag: dict) -> Path:
+    """Save the adapter and log `done` with the final evaluation loss."""
+    final = save_adapter_atomically(trainer.model, tokenizer, out)
     step = trainer.state.global_step
-    metrics = progress.evals.get(step) or (trainer.evaluate() if val_blocks else {})  # never twice for one step
+    metrics = progress.evals.get(step) or (trainer.evaluate() if blocks.val else {})  # never twice for one step
     log.emit("done", adapter=str(final), stopped_early=stop_flag["flag"], eval_loss=metrics.get("eval_loss"),
              step=step, train_s=round(progress.train_s, 2), eval_s=round(progress.eval_s, 2))
     return final

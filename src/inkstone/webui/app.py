@@ -1,8 +1,9 @@
-"""The Gradio app: four tabs over one engine bridge.
+"""The Gradio app: six tabs over one Runtime.
 
-Handlers never touch vLLM or ChromaDB themselves; they call the bridge, which
-runs everything on its own event loop. The queue's concurrency limit is high so
-that several writers reach the engine at once and vLLM batches them.
+Handlers never touch vLLM or ChromaDB themselves: generations go through the
+Studio (prompt service → engine → history), memory through its own thread.
+The queue's concurrency limit is high so that several writers reach the
+engine at once and vLLM batches them.
 """
 from __future__ import annotations
 
@@ -15,8 +16,7 @@ from typing import Optional
 
 import gradio as gr
 
-from ..inference.engine import EngineBridge
-from ..story.studio import Studio
+from ..runtime import Runtime
 from ..train.jobs import TrainJob
 from .access import api_guarded, check_exposure, gradio_session_user
 from .i18n import i18n
@@ -32,20 +32,33 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class AppContext:
-    cfg: object  # config.Config
-    bridge: EngineBridge
+    cfg: object  # inkstone.config.Config
+    rt: Runtime
     notes: list[str] = field(default_factory=list)  # fallbacks taken, shown in Settings
     train_job: Optional[TrainJob] = None
-    studio: Optional[Studio] = None
 
     def __post_init__(self):
         if self.train_job is None:  # a run started before this web UI (re)started is picked up again
             from ..train.jobs import find_running
 
             self.train_job = find_running(self.cfg.train.output_dir)
-        if self.studio is None:
-            m = self.cfg.memory
-            self.studio = Studio(self.bridge, m.studio_db, m.extract_max_items, m.extract_max_chars)
+
+    # The parts the tabs use, by name.
+    @property
+    def engine(self):
+        return self.rt.engine
+
+    @property
+    def studio(self):
+        return self.rt.studio
+
+    @property
+    def memory(self):
+        return self.rt.memory
+
+    @property
+    def adapters(self):
+        return self.rt.adapters
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:

@@ -2,10 +2,10 @@
 
 A choice is a model (the base model or an adapter) with its own sampling
 (temperature, top-p, seed), so the same model can also be compared with
-itself. The prompt is assembled once (memories retrieved once) and every
-choice gets exactly those tokens; all choices run at once in the engine and
-stream into their columns together. "Keep" appends a column's text to the
-story so far.
+itself. The prompt service prepares the prompt once, exactly as Write would
+(memories, chapter summaries), and every choice gets those tokens; all
+choices run at once in the engine, stream into their columns together and
+are kept in the history. "Keep" appends a column's text to the story so far.
 """
 from __future__ import annotations
 
@@ -14,19 +14,20 @@ from typing import Optional
 import gradio as gr
 
 from ..api.streams import iterate_merged
-from ..inference.engine import AdapterError, EngineUnavailable, Finished, GenerationParams, Text
-from ..inference.prompts import PromptTooLong
+from ..checkpoints import AdapterError
+from ..engine.contract import EngineUnavailable, Finished, GenerationParams, Text
+from ..prompting import DEFAULT_STORY, PromptRequest
 from .i18n import i18n
-from .write_tab import BASE_CHOICE, adapter_choices
+from .write_tab import BASE_CHOICE, adapter_choices, used_memories
 
 SLOTS = 4
 OFF_CHOICE = "(off)"
 
-def compare_choices(bridge) -> list[str]:
-    return [OFF_CHOICE] + adapter_choices(bridge)
+def compare_choices(adapters) -> list[str]:
+    return [OFF_CHOICE] + adapter_choices(adapters)
 
 
-def compare_stream(bridge, story: str, story_text: str, instruction: str, use_memory: bool, max_tokens: float,
+def compare_stream(studio, story: str, story_text: str, instruction: str, use_memory: bool, max_tokens: float,
                    repetition_penalty: float, top_k: float, *slots, interval: float = 0.03):
     """Generator handler. `slots` is SLOTS groups of (model, temperature, top_p, seed).
     Yields (text 1, ..., text SLOTS, status, prompt) as any stream advances."""
@@ -38,7 +39,7 @@ def compare_stream(bridge, story: str, story_text: str, instruction: str, use_me
         if not model or model == OFF_CHOICE:
             continue
         params = GenerationParams(
-            temperature=float(temperature), top_p=float(top_p), top_k=int(top_k), max_tokens=int(max_tokens),
+            temperature=round(float(temperature), 4), top_p=round(float(top_p), 4), top_k=int(top_k), max_tokens=int(max_tokens),
             repetition_penalty=float(repetition_penalty),
             seed=None if seed is None or int(seed) < 0 else int(seed),
         )
@@ -46,19 +47,14 @@ def compare_stream(bridge, story: str, story_text: str, instruction: str, use_me
     if len(chosen) < 2:
         raise gr.Error("Pick at least two choices to compare.")
 
-    story_name = (story or "").strip() or None
-    memories = []
-    if use_memory:
-        query = "\n".join(x for x in (instruction or "", (story_text or "")[-500:]) if x)
-        memories = bridge.retrieve(query, story_name)
+    req = PromptRequest(mode="continue", story=story, instruction=instruction or "", story_text=story_text or "",
+                        use_memory=bool(use_memory), max_tokens=int(max_tokens))
     try:
-        assembled = bridge.assemble(instruction or "", story_text or "", max_tokens=int(max_tokens),
-                                    memories=tuple(memories))
-    except PromptTooLong as exc:
+        prepared = studio.prepare(req)
+    except ValueError as exc:  # PromptTooLong among them
         raise gr.Error(str(exc)) from exc
 
-    used = ", ".join(m.title or m.text[:12] for m in assembled.memories) or "—"
-    head = f"prompt {len(assembled.token_ids)} tokens · memories used: {used}"
+    head = f"prompt {len(prepared.token_ids)} tokens · memories used: {used_memories(prepared)}"
     texts = [""] * SLOTS
     notes: dict[int, str] = {}
 
@@ -67,10 +63,9 @@ def compare_stream(bridge, story: str, story_text: str, instruction: str, use_me
         return "  \n".join(lines)
 
     def make_streams():
-        return [bridge.astream(assembled.token_ids, p, adapter=a, prompt_text=assembled.text,
-                               memories=tuple(assembled.memories)) for _, a, p in chosen]
+        return [studio.astream(prepared, req, p, a, source="compare") for _, a, p in chosen]
 
-    yield (*texts, status(), assembled.text)
+    yield (*texts, status(), prepared.text)
     try:
         for events in iterate_merged(make_streams, interval=interval):
             for k, ev in events:
@@ -80,8 +75,8 @@ def compare_stream(bridge, story: str, story_text: str, instruction: str, use_me
                 elif isinstance(ev, Finished):
                     rate = ev.output_tokens / ev.elapsed_s if ev.elapsed_s else 0.0
                     notes[slot] = f"{ev.output_tokens} tokens, {rate:.1f} tok/s ({ev.finish_reason})"
-            yield (*texts, status(), assembled.text)
-    except (PromptTooLong, AdapterError, EngineUnavailable) as exc:
+            yield (*texts, status(), prepared.text)
+    except (ValueError, AdapterError, EngineUnavailable) as exc:
         raise gr.Error(str(exc)) from exc
 
 
@@ -92,10 +87,10 @@ def keep(story_text: str, text: str) -> str:
 
 def create_compare_tab(ctx) -> dict:
     inf = ctx.cfg.inference
-    bridge = ctx.bridge
-    interval = bridge.settings.stream_interval_ms / 1000.0
+    studio = ctx.studio
+    interval = ctx.cfg.inference.stream_interval_ms / 1000.0
     with gr.Row():
-        story = gr.Textbox(label=i18n("story"), value="default", max_lines=1, scale=1)
+        story = gr.Textbox(label=i18n("story"), value=DEFAULT_STORY, max_lines=1, scale=1)
         use_memory = gr.Checkbox(value=True, label=i18n("use_memory"), scale=1)
     story_text = gr.Textbox(label=i18n("story_text"), lines=8, max_lines=30)
     instruction = gr.Textbox(label=i18n("instruction"), lines=2)
@@ -108,9 +103,10 @@ def create_compare_tab(ctx) -> dict:
         go = gr.Button(i18n("compare_go"), variant="primary")
         stop = gr.Button(i18n("stop"), variant="stop")
         refresh = gr.Button(i18n("refresh"), size="sm")
-    choices = compare_choices(bridge)
+    choices = compare_choices(ctx.adapters)
     defaults = [BASE_CHOICE, BASE_CHOICE, OFF_CHOICE, OFF_CHOICE]
-    temps = [inf.temperature, min(2.0, inf.temperature + 0.4), inf.temperature, inf.temperature]
+    temps = [round(t, 2) for t in (inf.temperature, min(2.0, inf.temperature + 0.4), inf.temperature,
+                                   inf.temperature)]
     slot_inputs, outputs, keeps, models = [], [], [], []
     with gr.Row(equal_height=False):
         for i in range(SLOTS):
@@ -131,7 +127,7 @@ def create_compare_tab(ctx) -> dict:
         prompt_box = gr.Textbox(show_label=False, lines=10, max_lines=60)
 
     def run(*args):
-        yield from compare_stream(bridge, *args, interval=interval)
+        yield from compare_stream(studio, *args, interval=interval)
 
     event = go.click(run, [story, story_text, instruction, use_memory, max_tokens, rep, top_k, *slot_inputs],
                      [*outputs, status, prompt_box], api_name="compare")
@@ -139,6 +135,6 @@ def create_compare_tab(ctx) -> dict:
     stop.click(None, None, None, cancels=[event], api_name="compare_stop")
     for i, (btn, out) in enumerate(zip(keeps, outputs)):
         btn.click(keep, [story_text, out], story_text, api_name=f"compare_keep_{i + 1}")
-    refresh.click(lambda: [gr.Dropdown(choices=compare_choices(bridge)) for _ in models], None, models,
+    refresh.click(lambda: [gr.Dropdown(choices=compare_choices(ctx.adapters)) for _ in models], None, models,
                   api_name="compare_models")
     return {"event": event, "outputs": outputs, "story_text": story_text, "keeps": keeps}

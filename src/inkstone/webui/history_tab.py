@@ -9,13 +9,13 @@ import pandas as pd
 
 from .i18n import i18n
 
-COLUMNS = ["id", "time", "story", "mode", "adapter", "seed", "tokens", "finish", "output"]
+COLUMNS = ["id", "time", "story", "source", "mode", "adapter", "seed", "tokens", "finish", "output"]
 
 
 def history_rows(studio, story: str, query: str) -> pd.DataFrame:
     rows = []
     for e in studio.history.list(story=(story or "").strip() or None, query=query or ""):
-        rows.append([e.id, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.started)), e.story, e.mode,
+        rows.append([e.id, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.started)), e.story, e.source, e.mode,
                      e.adapter or "", e.params.get("seed"), e.output_tokens, e.finish_reason or "",
                      e.output[:80].replace("\n", " ")])
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -25,7 +25,9 @@ def show_entry(studio, entry_id) -> tuple[str, str, str]:
     e = studio.history.get(int(entry_id)) if entry_id not in (None, "") else None
     if e is None:
         raise gr.Error(f"no history entry {entry_id}")
-    meta = {"model": e.model, "adapter": e.adapter, "params": e.params, "memory_ids": e.memory_ids,
+    # Memories by kind and title (with what they cost in the prompt), not by their ids.
+    memories = e.memories or [{"id": i} for i in e.memory_ids]
+    meta = {"source": e.source, "model": e.model, "adapter": e.adapter, "params": e.params, "memories": memories,
             "instruction": e.instruction, "mode": e.mode}
     return e.output, e.prompt, json.dumps(meta, ensure_ascii=False, indent=2)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+# A key named like a config field ("lr", "load_in_4bit") labels that field's input (webui/config_inputs.py).
 EN = {
     "tab_write": "Write", "tab_memory": "Memory", "tab_train": "Train", "tab_settings": "Settings",
     "story": "Story", "story_text": "Story so far", "instruction": "Instruction (what to write next)",
@@ -11,12 +12,12 @@ EN = {
     "max_tokens": "Max new tokens", "rep_penalty": "Repetition penalty", "seed": "Seed (-1: random)",
     "use_memory": "Use story memory", "adapter": "Model / adapter", "refresh": "Refresh",
     "prompt_seen": "What the model saw", "kind": "Kind", "title": "Title / name", "text": "Text",
-    "chapter": "Chapter", "entry_id": "Entry id (empty: new entry)", "save": "Save", "delete": "Delete",
+    "chapter": "Chapter", "entry_id": "Entry id (empty: new entry)", "save": "Save", "new_entry": "New", "delete": "Delete",
     "search": "Search", "query": "Search memory", "top_k_results": "Results",
     "train_data": "Training data (file or folder of .jsonl)", "run_name": "Run name (empty: automatic)",
     "epochs": "Epochs", "batch_size": "Batch size", "grad_accum": "Gradient accumulation",
-    "lr": "Learning rate", "lora_r": "LoRA rank", "max_seq": "Max sequence length",
-    "max_steps": "Max steps (-1: by epochs)", "four_bit": "4-bit base (QLoRA)", "start_train": "Start training",
+    "lr": "Learning rate", "lora_r": "LoRA rank", "max_seq_length": "Max sequence length",
+    "max_steps": "Max steps (-1: by epochs)", "load_in_4bit": "4-bit base (QLoRA)", "start_train": "Start training",
     "stop_train": "Stop (saves a checkpoint)", "loss": "Loss", "status": "System status",
     "memory_entries": "Memory entries", "filter_kind": "Show kind", "all": "all",
     "compare_runs": "Runs and checkpoints side by side",
@@ -37,12 +38,12 @@ ZH = {
     "max_tokens": "最大生成长度", "rep_penalty": "重复惩罚", "seed": "随机种子（-1 为随机）",
     "use_memory": "使用故事记忆", "adapter": "模型 / 适配器", "refresh": "刷新",
     "prompt_seen": "模型看到的提示", "kind": "类别", "title": "标题 / 名称", "text": "内容",
-    "chapter": "章节", "entry_id": "条目 ID（留空为新建）", "save": "保存", "delete": "删除",
+    "chapter": "章节", "entry_id": "条目 ID（留空为新建）", "save": "保存", "new_entry": "新建", "delete": "删除",
     "search": "搜索", "query": "搜索记忆", "top_k_results": "结果数",
     "train_data": "训练数据（.jsonl 文件或文件夹）", "run_name": "运行名称（留空自动生成）",
     "epochs": "训练轮数", "batch_size": "批大小", "grad_accum": "梯度累积",
-    "lr": "学习率", "lora_r": "LoRA 秩", "max_seq": "最大序列长度",
-    "max_steps": "最大步数（-1 按轮数）", "four_bit": "4 位量化基座（QLoRA）", "start_train": "开始训练",
+    "lr": "学习率", "lora_r": "LoRA 秩", "max_seq_length": "最大序列长度",
+    "max_steps": "最大步数（-1 按轮数）", "load_in_4bit": "4 位量化基座（QLoRA）", "start_train": "开始训练",
     "stop_train": "停止（保存检查点）", "loss": "损失", "status": "系统状态",
     "memory_entries": "记忆条目", "filter_kind": "显示类别", "all": "全部",
     "compare_runs": "训练记录与检查点对比",

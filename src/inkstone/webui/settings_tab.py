@@ -10,26 +10,26 @@ from .i18n import i18n
 
 
 def status_markdown(ctx) -> str:
-    b = ctx.bridge
-    s = b.settings
-    uptime = f"{time.time() - b.started_at:.0f} s" if b.started_at else "—"
-    adapters = b.available_adapters()
-    memory = b.memory_call("count") if b.memory is not None else "—"
-    embedder = b.memory.embedder.name if b.memory is not None else "—"
+    engine, memory = ctx.engine, ctx.memory
+    uptime = f"{time.time() - engine.started_at:.0f} s" if engine.started_at else "—"
+    adapters = ctx.adapters.available()
+    count = memory.call("count") if memory is not None else "—"
+    embedder = memory.store.embedder.name if memory is not None else "—"
     lines = [
-        f"- **Model**: `{s.model_name}` at `{s.model_path}` (prompt format: {b.prompt_format})",
-        f"- **Context**: {s.max_model_len} tokens · engine up {uptime}",
-        f"- **Engine**: {_engine_state(b)}",
+        f"- **Model**: `{engine.model_name}` at `{engine.settings.model_path}` "
+        f"(prompt format: {ctx.rt.prompts.prompt_format})",
+        f"- **Context**: {engine.max_model_len} tokens · started {uptime} ago",
+        f"- **Engine**: {_engine_state(engine)}",
         f"- **Device**: {device_summary()}",
-        f"- **Memory store**: {memory} entries · embedder `{embedder}`",
+        f"- **Memory store**: {count} entries · embedder `{embedder}`",
         f"- **Adapters** ({len(adapters)}): " + (", ".join(f"`{n}`" for n in sorted(adapters)) or "none yet"),
     ]
     lines += [f"- ⚠️ {n}" for n in ctx.notes]
     return "\n".join(lines)
 
 
-def _engine_state(bridge) -> str:
-    h = bridge.health()
+def _engine_state(engine) -> str:
+    h = engine.health()
     text = {"ready": "ready", "restarting": "⚠ engine restarting after a crash",
             "failed": "⚠ the engine could not be restarted; see the server log"}.get(h["state"], h["state"])
     done = [r for r in h["restarts"] if "restart_s" in r]

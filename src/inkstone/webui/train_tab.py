@@ -3,12 +3,21 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import Any, Optional
 
 import gradio as gr
 import pandas as pd
+from pydantic import ValidationError
 
+from ..config_flags import by_section, flag_options
 from ..train.jobs import RunStatus, compare_runs, new_run_name, start_training
+from ..train.qlora import prepared_split
+from .config_inputs import config_rows
 from .i18n import i18n
+
+# The config fields the tab offers, in this order: the train_start API takes their values in it too.
+TAB_FIELDS = ["train.epochs", "train.batch_size", "train.grad_accum", "train.lr", "train.lora_r",
+              "train.max_seq_length", "train.max_steps", "model.load_in_4bit"]
 
 
 def _bar(st: RunStatus) -> str:
@@ -40,14 +49,28 @@ def train_status(ctx) -> tuple[str, pd.DataFrame]:
         return "No training run started in this session.", pd.DataFrame({"step": [], "loss": [], "series": []})
     st = job.status()
     if st.adapter:
-        ctx.bridge.register_adapter(st.adapter, name=f"{st.run}/adapter", trusted=True)  # our own run
+        ctx.adapters.register(st.adapter, name=f"{st.run}/adapter", trusted=True)  # our own run
     return _bar(st), loss_frame(st)
 
 
-def start_run(ctx, data: str, run_name: str, epochs, batch_size, grad_accum, lr, lora_r, max_seq, max_steps,
-              four_bit: bool) -> str:
+def start_run(ctx, data: str, run_name: str, *values) -> str:
+    """Start a run on `data` with the tab's `values` of TAB_FIELDS as flags over the app's config."""
     if ctx.train_job is not None and ctx.train_job.running:
         raise gr.Error("A training run is already going; stop it first.")
+    data_path = training_data(ctx, data)
+    name = (run_name or "").strip() or new_run_name()
+    options = {"data": data_path, "val-data": validation_data(ctx, data_path)}
+    for section, fields in checked_overrides(ctx.cfg, dict(zip(TAB_FIELDS, values))).items():
+        options.update(flag_options(section, fields))
+    try:
+        ctx.train_job = start_training(ctx.cfg, name, options)
+    except ValueError as exc:
+        raise gr.Error(str(exc)) from exc
+    return name
+
+
+def training_data(ctx, data: str) -> Path:
+    """The training data the user named, refused outside the project and data folders."""
     data_path = Path(data or ctx.cfg.data.train_dir)
     if not data_path.is_absolute():
         data_path = ctx.cfg.root / data_path
@@ -58,19 +81,28 @@ def start_run(ctx, data: str, run_name: str, epochs, batch_size, grad_accum, lr,
                        f"({allowed[1]}), not {data_path}")
     if not data_path.exists():
         raise gr.Error(f"training data not found: {data_path}. Run `python start.py prepare` first.")
-    name = (run_name or "").strip() or new_run_name()
-    # The prepared validation split, when there is one: without it a run has no eval loss and no perplexity.
+    return data_path
+
+
+def validation_data(ctx, data_path: Path) -> Optional[Path]:
+    """The prepared validation split, when there is one: without it a run has no eval loss and no
+    perplexity. Passed explicitly because `start.py train --data` leaves it out."""
     val_dir = Path(ctx.cfg.data.val_dir)
-    val = val_dir if any(val_dir.glob("*.jsonl")) and data_path.resolve() != val_dir.resolve() else None
-    try:
-        ctx.train_job = start_training(ctx.cfg, name, {
-            "data": data_path, "val-data": val, "epochs": epochs, "batch-size": int(batch_size), "grad-accum": int(grad_accum),
-            "lr": lr, "lora-r": int(lora_r), "max-seq-length": int(max_seq), "max-steps": int(max_steps),
-            "4bit" if four_bit else "no-4bit": True,
-        })
-    except ValueError as exc:
-        raise gr.Error(str(exc)) from exc
-    return name
+    return prepared_split(val_dir) if data_path.resolve() != val_dir.resolve() else None
+
+
+def checked_overrides(cfg, values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The tab's values ("section.field" -> value) by section, validated as the config validates
+    them: a bad value is refused here rather than by the training process a moment later."""
+    checked = {}
+    for section_name, fields in by_section(values).items():
+        section = getattr(cfg, section_name)
+        try:
+            valid = type(section).model_validate({**section.model_dump(), **fields})
+        except ValidationError as exc:
+            raise gr.Error(str(exc)) from exc
+        checked[section_name] = {name: getattr(valid, name) for name in fields}
+    return checked
 
 
 def stop_run(ctx) -> str:
@@ -81,22 +113,11 @@ def stop_run(ctx) -> str:
 
 
 def create_train_tab(ctx) -> None:
-    t = ctx.cfg.train
     with gr.Row():
         with gr.Column():
             data = gr.Textbox(label=i18n("train_data"), value=str(ctx.cfg.data.train_dir))
             run_name = gr.Textbox(label=i18n("run_name"), max_lines=1)
-            with gr.Row():
-                epochs = gr.Number(value=t.epochs, label=i18n("epochs"))
-                batch = gr.Number(value=t.batch_size, precision=0, label=i18n("batch_size"))
-                accum = gr.Number(value=t.grad_accum, precision=0, label=i18n("grad_accum"))
-            with gr.Row():
-                lr = gr.Number(value=t.lr, label=i18n("lr"))
-                lora_r = gr.Number(value=t.lora_r, precision=0, label=i18n("lora_r"))
-                max_seq = gr.Number(value=t.max_seq_length, precision=0, label=i18n("max_seq"))
-            with gr.Row():
-                max_steps = gr.Number(value=t.max_steps, precision=0, label=i18n("max_steps"))
-                four_bit = gr.Checkbox(value=ctx.cfg.model.load_in_4bit, label=i18n("four_bit"))
+            settings = config_rows(ctx.cfg, TAB_FIELDS)
             with gr.Row():
                 start = gr.Button(i18n("start_train"), variant="primary")
                 stop = gr.Button(i18n("stop_train"), variant="stop")
@@ -105,9 +126,7 @@ def create_train_tab(ctx) -> None:
             plot = gr.LinePlot(x="step", y="loss", color="series", label=i18n("loss"))
     timer = gr.Timer(2.0)
     timer.tick(lambda: train_status(ctx), None, [status, plot], api_name=False, show_progress="hidden")
-    start.click(lambda *a: start_run(ctx, *a),
-                [data, run_name, epochs, batch, accum, lr, lora_r, max_seq, max_steps, four_bit], run_name,
-                api_name="train_start")
+    start.click(lambda *a: start_run(ctx, *a), [data, run_name, *settings], run_name, api_name="train_start")
     stop.click(lambda: stop_run(ctx), None, status, api_name="train_stop")
     gr.Button(i18n("refresh"), size="sm").click(lambda: train_status(ctx), None, [status, plot], api_name="train_status")
     with gr.Accordion(i18n("compare_runs"), open=False):

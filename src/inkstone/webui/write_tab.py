@@ -5,19 +5,28 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from ..inference.engine import AdapterError, EngineUnavailable, Finished, GenerationParams, Prepared, Text
-from ..inference.prompts import PromptTooLong
-from ..memory.extraction import ExtractionError, Proposal
+from ..checkpoints import AdapterError
+from ..engine.contract import EngineUnavailable, Finished, GenerationParams, Text
 from ..memory.store import KINDS, MemoryError_
+from ..prompting import DEFAULT_STORY, PreparedPrompt, PromptRequest, list_modes, story_name
+from ..prompting.modes.extract_memory import ExtractionError, Proposal
 from .i18n import i18n
 
 BASE_CHOICE = "(base model)"
-MODE_CHOICES = [("续写 Continue", "continue"), ("改写 Rewrite", "rewrite"), ("大纲成章 Outline → chapter", "outline")]
 PROPOSAL_COLUMNS = ["keep", "kind", "title", "text"]
 
 
-def adapter_choices(bridge) -> list[str]:
-    return [BASE_CHOICE] + sorted(bridge.available_adapters())
+def mode_choices() -> list[tuple[str, str]]:
+    """The writing modes of the registry, as (label, name)."""
+    return [(m.label, m.name) for m in list_modes(for_writers=True)]
+
+
+def adapter_choices(adapters) -> list[str]:
+    return [BASE_CHOICE] + adapters.names()
+
+
+def used_memories(prepared: PreparedPrompt) -> str:
+    return ", ".join(m.entry.title or m.entry.text[:12] for m in prepared.memories) or "—"
 
 
 def write_stream(studio, story_text: str, instruction: str, temperature: float, top_p: float, top_k: float,
@@ -31,15 +40,15 @@ def write_stream(studio, story_text: str, instruction: str, temperature: float, 
         repetition_penalty=float(repetition_penalty), seed=None if seed is None or int(seed) < 0 else int(seed),
     )
     chosen = None if not adapter or adapter == BASE_CHOICE else adapter
+    req = PromptRequest(mode=mode or "continue", story=story, story_text=story_text or "",
+                        instruction=instruction or "", passage=passage or "", use_memory=bool(use_memory),
+                        max_tokens=int(max_tokens))
     out, prompt, status = "", "", ""
     try:
-        for ev in studio.write(mode=mode or "continue", story=(story or "").strip() or "default",
-                               story_text=story_text or "", instruction=instruction or "", passage=passage or "",
-                               params=params, adapter=chosen, use_memory=bool(use_memory)):
-            if isinstance(ev, Prepared):
-                prompt = ev.prompt
-                used = ", ".join(m.title or m.text[:12] for m in ev.memories) or "—"
-                status = f"prompt {ev.prompt_tokens} tokens · memories used: {used}"
+        for ev in studio.write(req, params, chosen, source="write"):
+            if isinstance(ev, PreparedPrompt):
+                prompt = ev.text
+                status = f"prompt {len(ev.token_ids)} tokens · memories used: {used_memories(ev)}"
                 yield out, status, prompt
             elif isinstance(ev, Text):
                 out += ev.text
@@ -56,7 +65,7 @@ def write_stream(studio, story_text: str, instruction: str, temperature: float, 
             raise gr.Error(f"Engine restarting: {exc}") from exc
         # The text written before the engine went down stays on screen (and in History).
         yield out, f"{status} · ⚠ engine restarting: {exc}", prompt
-    except (PromptTooLong, AdapterError, ValueError) as exc:
+    except (AdapterError, ValueError) as exc:  # PromptTooLong is a ValueError
         raise gr.Error(str(exc)) from exc
 
 
@@ -65,7 +74,7 @@ def accept_chapter(studio, story: str, title: str, text: str):
     if not (text or "").strip():
         raise gr.Error("Nothing to accept: the story text is empty.")
     try:
-        chapter_id, proposals = studio.accept_chapter((story or "").strip() or "default", title, text)
+        chapter_id, proposals = studio.accept_chapter(story_name(story), title, text)
     except (ExtractionError, ValueError) as exc:
         raise gr.Error(str(exc)) from exc
     rows = [[True, p.kind, p.title, p.text] for p in proposals]
@@ -84,7 +93,7 @@ def save_proposals(studio, story: str, chapter_title: str, table) -> str:
             raise gr.Error(f"row {i + 1}: kind must be one of {', '.join(KINDS)}")
         kept.append(Proposal(kind, str(title or ""), str(text or "")))
     try:
-        ids = studio.apply_proposals((story or "").strip() or "default", chapter_title or "", kept)
+        ids = studio.apply_proposals(story_name(story), chapter_title or "", kept)
     except MemoryError_ as exc:
         raise gr.Error(str(exc)) from exc
     return f"Saved {len(ids)} memories; {len(rows) - len(ids)} rejected."
@@ -96,13 +105,13 @@ def _truthy(v) -> bool:
 
 def create_write_tab(ctx) -> dict:
     inf = ctx.cfg.inference
-    bridge, studio = ctx.bridge, ctx.studio
+    studio = ctx.studio
     with gr.Row():
         with gr.Column(scale=3):
             with gr.Row():
-                story = gr.Dropdown(studio.stories.names(), value="default", label=i18n("story"),
+                story = gr.Dropdown(studio.stories.names(), value=DEFAULT_STORY, label=i18n("story"),
                                     allow_custom_value=True)
-                mode = gr.Radio(MODE_CHOICES, value="continue", label=i18n("mode"))
+                mode = gr.Radio(mode_choices(), value="continue", label=i18n("mode"))
             story_text = gr.Textbox(label=i18n("story_text"), lines=12, max_lines=40)
             instruction = gr.Textbox(label=i18n("instruction"), lines=2)
             passage = gr.Textbox(label=i18n("passage"), lines=3, visible=False)
@@ -124,7 +133,7 @@ def create_write_tab(ctx) -> dict:
                 props_note = gr.Markdown()
         with gr.Column(scale=1):
             with gr.Row():
-                adapter = gr.Dropdown(adapter_choices(bridge), value=_initial_adapter(ctx), label=i18n("adapter"),
+                adapter = gr.Dropdown(adapter_choices(ctx.adapters), value=_initial_adapter(ctx), label=i18n("adapter"),
                                       allow_custom_value=True)
                 refresh = gr.Button(i18n("refresh"), size="sm")
             use_memory = gr.Checkbox(value=True, label=i18n("use_memory"))
@@ -148,7 +157,7 @@ def create_write_tab(ctx) -> dict:
     stop.click(None, None, None, cancels=[event], api_name="stop")
     mode.change(lambda m: gr.Textbox(visible=m == "rewrite"), mode, passage, api_name=False)
     append.click(lambda s, o: ((s or "") + (o or ""), ""), [story_text, output], [story_text, output], api_name=False)
-    refresh.click(lambda: gr.Dropdown(choices=adapter_choices(bridge)), None, adapter, api_name="adapters")
+    refresh.click(lambda: gr.Dropdown(choices=adapter_choices(ctx.adapters)), None, adapter, api_name="adapters")
     accept.click(lambda s, t, x: accept_chapter(studio, s, t, x), [story, chapter_title, story_text],
                  [proposals, props_note], api_name="accept_chapter")
     save_props.click(lambda s, t, rows: save_proposals(studio, s, t, rows), [story, chapter_title, proposals],
@@ -160,4 +169,4 @@ def _initial_adapter(ctx) -> str:
     lora = ctx.cfg.webui.lora
     if lora is None:
         return BASE_CHOICE
-    return ctx.bridge.register_adapter(lora, trusted=True)  # from the command line or the config
+    return ctx.adapters.register(lora, trusted=True)  # from the command line or the config

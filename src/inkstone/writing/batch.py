@@ -2,10 +2,13 @@
 
 Input: `.txt` (one prompt per non-empty line) or `.jsonl` (one object per line
 with a "prompt" string, and optionally "story_text": the story so far to
-continue, and "id"). Each prompt is the instruction of the usual writing
-prompt (style, story memory when asked for, story so far), so a batch writes
-exactly what the Write tab would. All items are submitted to the engine at
-once (up to `max_in_flight`) and vLLM batches them.
+continue, "mode": a writing mode (continue, rewrite, outline; see
+prompting/modes), "passage": the passage a rewrite works on, and "id"). Each
+item is a request to the prompt service, the same as the Write tab's (style,
+story memory and chapter summaries when asked for, story so far), so a batch
+writes exactly what the Write tab would, and every item is kept in the story's
+history. All items are submitted to the engine at once (up to
+`max_in_flight`) and vLLM batches them.
 
 Output: `.jsonl` (one record per item), `.txt` or `.md`, in input order.
 Resumable: each finished item is recorded as it finishes, keyed by its line
@@ -27,9 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence, Union
 
-from .data.encoding import LONE_SURROGATE
-from .inference.engine import EngineBridge, Finished, GenerationParams, Text
-from .inference.prompts import PromptTooLong
+from ..data.encoding import LONE_SURROGATE
+from ..engine.contract import Finished, GenerationParams, Text
+from ..prompting import PreparedPrompt, PromptRequest, list_modes
+from .studio import Studio
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +51,13 @@ class BatchItem:
     prompt: str
     story_text: str = ""
     id: Optional[str] = None
+    mode: str = "continue"
+    passage: str = ""
 
     @property
     def key(self) -> str:
-        data = json.dumps([self.prompt, self.story_text], ensure_ascii=False).encode("utf-8")
+        parts = [self.prompt, self.story_text] + ([self.mode, self.passage] if self.mode != "continue" else [])
+        data = json.dumps(parts, ensure_ascii=False).encode("utf-8")
         return hashlib.sha256(data).hexdigest()[:16]
 
 
@@ -114,21 +121,35 @@ def read_items(path: Union[str, Path]) -> tuple[list[BatchItem], list[tuple[int,
         if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str) or not obj["prompt"].strip():
             bad.append((n, 'needs an object with a non-empty "prompt" string'))
             continue
-        story_text = obj.get("story_text", "")
-        if not isinstance(story_text, str):
-            bad.append((n, '"story_text" must be a string'))
-            continue
-        if LONE_SURROGATE.search(obj["prompt"] + story_text):
-            bad.append((n, "holds an unpaired UTF-16 surrogate escape (such as \\ud800), which no tokenizer takes"))
+        problem = _item_problem(obj)
+        if problem:
+            bad.append((n, problem))
             continue
         item_id = obj.get("id")
-        items.append(BatchItem(n, obj["prompt"].strip(), story_text, None if item_id is None else str(item_id)))
+        items.append(BatchItem(n, obj["prompt"].strip(), obj.get("story_text", ""),
+                               None if item_id is None else str(item_id), obj.get("mode", "continue"),
+                               obj.get("passage", "")))
     for n, problem in bad:
         log.warning("%s, line %d: %s; skipped", path, n, problem)
     if not items:
         first = f" (line {bad[0][0]}: {bad[0][1]})" if bad else ""
         raise BatchError(f"{path}: no prompts to write from{first}")
     return items, bad
+
+
+WRITING_MODES = tuple(m.name for m in list_modes(for_writers=True))
+
+
+def _item_problem(obj: dict) -> Optional[str]:
+    """What is wrong with a JSONL item's optional fields, if anything."""
+    for name in ("story_text", "passage"):
+        if not isinstance(obj.get(name, ""), str):
+            return f'"{name}" must be a string'
+    if obj.get("mode", "continue") not in WRITING_MODES:
+        return f'"mode" must be one of {", ".join(WRITING_MODES)}'
+    if LONE_SURROGATE.search(obj["prompt"] + obj.get("story_text", "") + obj.get("passage", "")):
+        return "holds an unpaired UTF-16 surrogate escape (such as \\ud800), which no tokenizer takes"
+    return None
 
 
 # ---- records of finished items --------------------------------------------------------------
@@ -178,10 +199,11 @@ def _render(records: Sequence[dict], fmt: Format) -> str:
 @dataclass
 class _Job:
     item: BatchItem
-    ids: list[int]
+    request: PromptRequest
+    prepared: PreparedPrompt
 
 
-async def _generate(bridge: EngineBridge, jobs: Sequence[_Job], params: GenerationParams, adapter: Optional[str],
+async def _generate(studio: Studio, jobs: Sequence[_Job], params: GenerationParams, adapter: Optional[str],
                     max_in_flight: int, on_done) -> None:
     """Generate all jobs concurrently on the caller's loop; `on_done(job, text, finished | exception)`."""
     gate = asyncio.Semaphore(max(1, max_in_flight))
@@ -191,7 +213,7 @@ async def _generate(bridge: EngineBridge, jobs: Sequence[_Job], params: Generati
             parts: list[str] = []
             fin: Optional[Finished] = None
             try:
-                async for ev in bridge.astream(job.ids, params, adapter=adapter):
+                async for ev in studio.astream(job.prepared, job.request, params, adapter, source="batch"):
                     if isinstance(ev, Text):
                         parts.append(ev.text)
                     elif isinstance(ev, Finished):
@@ -204,32 +226,29 @@ async def _generate(bridge: EngineBridge, jobs: Sequence[_Job], params: Generati
     await asyncio.gather(*(one(j) for j in jobs))
 
 
-def _prepare_jobs(bridge: EngineBridge, items: Sequence[BatchItem], params: GenerationParams, story: Optional[str],
+def _prepare_jobs(studio: Studio, items: Sequence[BatchItem], params: GenerationParams, story: Optional[str],
                   use_memory: bool, failed: list[tuple[int, str]]) -> list[_Job]:
+    """Each item's prompt from the prompt service; an item that cannot be prepared fails alone."""
     jobs = []
     for item in items:
-        memories = []
-        if use_memory:
-            query = "\n".join(x for x in (item.prompt, item.story_text[-500:]) if x)
-            memories = bridge.retrieve(query, story)
+        req = PromptRequest(mode=item.mode, story=story, instruction=item.prompt, story_text=item.story_text,
+                            passage=item.passage, use_memory=use_memory, max_tokens=params.max_tokens)
         try:
-            assembled = bridge.assemble(item.prompt, item.story_text, max_tokens=params.max_tokens,
-                                        memories=tuple(memories))
-        except PromptTooLong as exc:
+            jobs.append(_Job(item, req, studio.prepare(req)))
+        except ValueError as exc:  # PromptTooLong, a rewrite without its passage...
             failed.append((item.line, str(exc)))
-            continue
-        jobs.append(_Job(item, assembled.token_ids))
     return jobs
 
 
-def run_batch(bridge: EngineBridge, input_path: Union[str, Path], output_path: Union[str, Path], *,
+def run_batch(studio: Studio, input_path: Union[str, Path], output_path: Union[str, Path], *,
               params: Optional[GenerationParams] = None, fmt: Optional[Format] = None, story: Optional[str] = None,
               use_memory: bool = False, adapter: Optional[str] = None, progress: Any = None,
               max_in_flight: int = 256) -> BatchReport:
     """Generate one passage per input item and write them to `output_path`.
 
     fmt: "jsonl" | "txt" | "md"; by default from the output's suffix (else jsonl).
-    story / use_memory: remind the model of that story's memories, per item.
+    story: the story the items belong to (memories, chapter summaries, history; see story_name).
+    use_memory: remind the model of that story's memories and earlier chapters, per item.
     adapter: an adapter name or folder (None: the base model).
     progress: a tqdm-like object; its `total` is set to the items left and `update(1)`
     is called as each finishes.
@@ -252,7 +271,7 @@ def run_batch(bridge: EngineBridge, input_path: Union[str, Path], output_path: U
     todo = [it for it in items if (it.line, it.key) not in done]
     report.skipped = len(items) - len(todo)
 
-    jobs = _prepare_jobs(bridge, todo, params, story, use_memory, report.failed)
+    jobs = _prepare_jobs(studio, todo, params, story, use_memory, report.failed)
     if progress is not None:
         if hasattr(progress, "total"):
             progress.total = len(jobs)
@@ -268,7 +287,7 @@ def run_batch(bridge: EngineBridge, input_path: Union[str, Path], output_path: U
                 it = job.item
                 rec = {"line": it.line, "key": it.key, "prompt": it.prompt, "output": text,
                        "finish_reason": result.finish_reason if result else None,
-                       "prompt_tokens": len(job.ids), "output_tokens": result.output_tokens if result else 0}
+                       "prompt_tokens": len(job.prepared.token_ids), "output_tokens": result.output_tokens if result else 0}
                 if it.id is not None:
                     rec["id"] = it.id
                 out.write(json.dumps(rec, ensure_ascii=False) + "\n")
@@ -280,7 +299,7 @@ def run_batch(bridge: EngineBridge, input_path: Union[str, Path], output_path: U
                 progress.update(1)
 
         if jobs:
-            asyncio.run(_generate(bridge, jobs, params, adapter, max_in_flight, on_done))
+            asyncio.run(_generate(studio, jobs, params, adapter, max_in_flight, on_done))
 
     # Final file in input order, holding only records of the current input's items.
     current = [done[(it.line, it.key)] for it in items if (it.line, it.key) in done]
@@ -295,13 +314,13 @@ BENCH_PROMPTS = ("写宝玉初见黛玉", "写凤姐协理宁国府", "写刘姥
                  "写宝钗扑蝶", "写元妃省亲", "写湘云醉卧芍药")
 
 
-def bench_batch(bridge: EngineBridge, n: int = 64, max_tokens: int = 32) -> dict:
+def bench_batch(studio: Studio, n: int = 64, max_tokens: int = 32) -> dict:
     """Wall time for `n` prompts submitted together vs one at a time (greedy, no memory),
     through the same path run_batch uses. ratio = sequential / concurrent."""
     params = GenerationParams(temperature=0.0, max_tokens=max_tokens, repetition_penalty=1.0)
     items = [BatchItem(i + 1, f"{BENCH_PROMPTS[i % len(BENCH_PROMPTS)]}（第{i + 1}稿）") for i in range(n)]
     failed: list[tuple[int, str]] = []
-    jobs = _prepare_jobs(bridge, items, params, None, False, failed)
+    jobs = _prepare_jobs(studio, items, params, None, False, failed)
     if failed:
         raise BatchError(f"bench prompts do not fit: {failed[0][1]}")
     tokens = {"warmup": 0, "concurrent": 0, "sequential": 0}
@@ -313,7 +332,7 @@ def bench_batch(bridge: EngineBridge, n: int = 64, max_tokens: int = 32) -> dict
             tokens[label] += result.output_tokens
 
         start = time.perf_counter()
-        asyncio.run(_generate(bridge, some, params, None, in_flight, on_done))
+        asyncio.run(_generate(studio, some, params, None, in_flight, on_done))
         return time.perf_counter() - start
 
     run("warmup", jobs[:4], 4)  # first requests pay one-off costs; keep them out of both timings

@@ -1,0 +1,82 @@
+"""The Train tab: its fields come from the config schema, and a run it starts gets its values
+and the validation split."""
+import subprocess
+from types import SimpleNamespace
+
+import gradio as gr
+import pytest
+
+from conftest import ROOT, load_start_script
+from inkstone.config import TrainConfig, build_config
+from inkstone.webui.train_tab import TAB_FIELDS, create_train_tab, start_run
+
+
+class CapturedPopen:
+    """Stands in for the training process: keeps its command line, runs nothing."""
+    argv = None
+    pid = 424242
+
+    def __init__(self, argv, **_kwargs):
+        CapturedPopen.argv = argv
+
+    def poll(self):
+        return None
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    cfg = build_config(data={"train_dir": tmp_path / "data" / "train", "val_dir": tmp_path / "data" / "val"},
+                       train={"output_dir": tmp_path / "checkpoints", "lr": 5e-4})
+    for split in ("train", "val"):
+        folder = tmp_path / "data" / split
+        folder.mkdir(parents=True)
+        (folder / f"{split}.jsonl").write_text('{"text": "宝玉"}\n', encoding="utf-8")
+    return SimpleNamespace(cfg=cfg, train_job=None)
+
+
+@pytest.fixture
+def started(ctx, monkeypatch):
+    """Start a run from the tab; returns the training process's parsed command line and its Config."""
+    monkeypatch.setattr(subprocess, "Popen", CapturedPopen)
+    start = load_start_script()
+
+    def run(values):
+        start_run(ctx, str(ctx.cfg.data.train_dir), "tab-run", *values)
+        argv = CapturedPopen.argv
+        assert argv[1] == str(ROOT / "start.py")
+        args = start._parser().parse_args(argv[2:])
+        return args, start.build(args)
+
+    return run
+
+
+def test_a_run_from_the_tab_evaluates_on_the_prepared_split(ctx, started):
+    args, _ = started([1, 2, 1, 2e-4, 8, 64, 3, True])
+    assert args.data == ctx.cfg.data.train_dir and args.val_data == ctx.cfg.data.val_dir
+
+
+def test_the_tab_values_reach_the_run_and_the_rest_comes_from_the_config(ctx, started):
+    _, cfg = started([1.5, 4, 2, 3e-4, 16, 128, 7, False])
+    t = cfg.train
+    assert (t.epochs, t.batch_size, t.grad_accum, t.lr, t.lora_r, t.max_seq_length, t.max_steps) == (
+        1.5, 4, 2, 3e-4, 16, 128, 7)
+    assert cfg.model.load_in_4bit is False
+    assert cfg.train.output_dir == ctx.cfg.train.output_dir  # not on the tab: the app's config (frozen to JSON)
+
+
+def test_a_bad_value_is_refused_before_a_process_starts(ctx, started):
+    with pytest.raises(gr.Error, match="lr"):
+        started([1, 2, 1, -1, 8, 64, 3, True])
+    assert ctx.train_job is None
+
+
+def test_the_fields_come_from_the_schema(ctx):
+    with gr.Blocks() as demo:
+        create_train_tab(ctx)
+    inputs = [b for b in demo.blocks.values() if isinstance(b, (gr.Number, gr.Checkbox))]
+    assert len(inputs) == len(TAB_FIELDS)
+    by_key = dict(zip(TAB_FIELDS, inputs))
+    lr, max_seq = by_key["train.lr"], by_key["train.max_seq_length"]
+    assert lr.value == 5e-4 and lr.minimum == 0 and lr.info == TrainConfig.model_fields["lr"].description
+    assert max_seq.minimum == 16 and max_seq.precision == 0 and max_seq.label.key == "max_seq_length"
+    assert isinstance(by_key["model.load_in_4bit"], gr.Checkbox) and by_key["model.load_in_4bit"].value is True
