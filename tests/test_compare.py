@@ -77,3 +77,14 @@ def test_stop_aborts_every_choice_in_the_engine(compare_app, rt):
     wait_until(lambda: rt.engine.engine.get_num_unfinished_requests() == 2, timeout=30, interval=0.05)
     job.cancel()
     wait_until(lambda: rt.engine.engine.get_num_unfinished_requests() == 0, timeout=20)
+
+
+def test_the_stop_button_keeps_every_column_and_says_stopped(compare_app, rt):
+    client, lora = compare_app
+    slots = [(BASE_CHOICE, 0.0, -1), (lora, 0.8, 1)]
+    job = client.submit(*args("宝玉", "", slots, max_tokens=900), api_name="/compare")
+    wait_until(lambda: any(o[0] and o[1] for o in job.outputs()), timeout=60, interval=0.05)
+    client.predict(api_name="/compare_stop")
+    *texts, status, prompt = job.result(timeout=60)
+    assert texts[0] and texts[1] and status.count("stopped") == 2
+    wait_until(lambda: rt.engine.engine.get_num_unfinished_requests() == 0, timeout=20)

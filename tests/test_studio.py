@@ -112,7 +112,8 @@ def test_memory_import_reports_bad_rows_and_keeps_good_ones(rt):
             "not an object", {"kind": "plot", "text": ""}, {"kind": "world", "text": "太虚幻境"}]
     imported, errors = import_rows(rt.memory.store, rows, story="import")
     assert imported == 2
-    assert [e.split(":")[0] for e in errors] == ["row 1", "row 2", "row 3"]
+    assert [e.split(":")[0] for e in errors] == ["row 2 (JSON index 1)", "row 3 (JSON index 2)",
+                                                  "row 4 (JSON index 3)"]
 
 
 def test_deleting_a_story_removes_its_memories_and_history_only(studio):

@@ -84,6 +84,18 @@ def test_stop_aborts_the_request_in_the_engine(app, client):
     wait_until(lambda: ctx.engine.engine.get_num_unfinished_requests() == 0, timeout=20)
 
 
+def test_the_stop_button_keeps_the_text_says_stopped_and_records_the_tokens(app, client):
+    ctx, _ = app
+    job = client.submit(*write_args("宝玉", "", story="ui-stop", max_tokens=900), api_name="/write")
+    wait_until(lambda: any(o[0] for o in job.outputs()), timeout=60, interval=0.05)
+    client.predict(api_name="/stop")
+    out, status, prompt = job.result(timeout=60)  # a normal end, not an error
+    assert out and "stopped" in status and prompt
+    wait_until(lambda: ctx.engine.engine.get_num_unfinished_requests() == 0, timeout=20)
+    (entry,) = ctx.studio.history.list(story="ui-stop")
+    assert entry.finish_reason == "stopped" and entry.output == out and entry.output_tokens > 0
+
+
 def test_train_run_reports_progress_and_its_adapter_is_offered(app, client, cfg, corpus, tiny_tokenizer):
     from inkstone.data.prepare import prepare
 
@@ -161,7 +173,7 @@ def test_memory_export_import_and_story_deletion(client, tmp_path):
     from gradio_client import handle_file
 
     note = client.predict(handle_file(str(bad)), story, api_name="/memory_import")
-    assert "Imported 1" in note and "row 1" in note
+    assert "Imported 1" in note and "row 2 (JSON index 1)" in note  # counted as a person counts
     with pytest.raises(Exception, match="confirm"):
         client.predict(story, "wrong name", api_name="/story_delete")
     assert "2 memories" in client.predict(story, story, api_name="/story_delete")

@@ -72,12 +72,26 @@ async def merge(streams: Sequence[AsyncIterator]) -> AsyncIterator[tuple[int, An
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def iterate_merged(make_streams, interval: float = 0.0):
+def _next_unless_stopped(q, should_stop, poll_s: float = 0.1):
+    """The next item of `q`, or None once `should_stop()` is true (checked while waiting)."""
+    import queue
+
+    while True:
+        if should_stop is not None and should_stop():
+            return None
+        try:
+            return q.get(timeout=poll_s if should_stop is not None else None)
+        except queue.Empty:
+            continue
+
+
+def iterate_merged(make_streams, interval: float = 0.0, should_stop=None):
     """Run `merge(make_streams())` on a private event loop in a worker thread, for
     synchronous code such as a Gradio generator handler. Yields lists of
     (index, event): everything that arrived within `interval` seconds of the
     first one (0: one event per list). Errors from a stream are raised here.
-    Closing the iterator cancels every stream, so the engine aborts them."""
+    Closing the iterator, or `should_stop()` turning true, cancels every stream,
+    so the engine aborts them."""
     import queue
     import threading
 
@@ -113,7 +127,10 @@ def iterate_merged(make_streams, interval: float = 0.0):
     started.wait()
     try:
         while True:
-            batch = [q.get()]
+            first = _next_unless_stopped(q, should_stop)
+            if first is None:
+                return  # stopped: the finally below cancels every stream
+            batch = [first]
             if interval:
                 deadline = time.perf_counter() + interval
                 while batch[-1] is not _DONE and not isinstance(batch[-1], BaseException):

@@ -7,9 +7,10 @@ process; a remote engine would implement the same methods over HTTP.
 """
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Iterator, Optional, Protocol, Sequence, Union
+from typing import AsyncIterator, Callable, Iterator, Optional, Protocol, Sequence, Union
 
 
 class EngineUnavailable(RuntimeError):
@@ -90,10 +91,17 @@ class Engine(Protocol):
 
     def health(self) -> dict: ...
 
+    def preload(self, adapter: Optional[Adapter]) -> Future:
+        """Start loading an adapter so its first request need not wait; returns at once, from any thread."""
+
+    def adapter_ready(self, adapter: Optional[Adapter]) -> bool:
+        """Whether a request with this adapter starts without loading it (for a "loading adapter" note)."""
+
     def astream(self, prompt_ids: Sequence[int], params: GenerationParams,
                 adapter: Optional[Adapter] = None) -> AsyncIterator[StreamEvent]:
         """Generate on the caller's event loop; closing the iterator aborts the request."""
 
     def stream(self, prompt_ids: Sequence[int], params: GenerationParams, adapter: Optional[Adapter] = None,
-               *, coalesce: bool = True) -> Iterator[StreamEvent]:
-        """Generate from any thread; closing the iterator aborts the request."""
+               *, coalesce: bool = True, should_stop: Optional[Callable[[], bool]] = None) -> Iterator[StreamEvent]:
+        """Generate from any thread; closing the iterator, or should_stop() turning true,
+        aborts the request."""

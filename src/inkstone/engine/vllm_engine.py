@@ -5,7 +5,8 @@ reach it from their own threads (`stream`, coalesced text for the web UI) or
 their own event loops (`astream`, for the HTTP API, batch and Compare). Closing
 the consumer cancels the coroutine, and vLLM aborts the request. A supervisor
 replaces an engine core that died, so one crash does not fail every later
-request.
+request. Adapters are loaded ahead of the requests that use them (`preload`),
+and `adapter_ready` tells the UI whether a request would wait for a load.
 """
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ import queue
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterator, Optional, Sequence
 
+from ..checkpoints import AdapterError
 from ..hardware import cpu_has_fast_bf16, on_gpu
 from .contract import (Accepted, Adapter, EngineUnavailable, Finished, GenerationParams, StreamEvent, Text,
                        check_fits)
@@ -88,6 +91,10 @@ class VllmEngine:
         self._thread: Optional[threading.Thread] = None
         self._lora_ids: dict[Path, int] = {}
         self._next_lora_id = itertools.count(1)
+        # Adapter ids vLLM holds, least recently used first: its cache keeps `max_loras` and
+        # drops the least recently used, and this mirrors it (cleared when the core restarts).
+        self._held_loras: OrderedDict[int, None] = OrderedDict()
+        self._loading: dict[int, asyncio.Future] = {}  # loads under way; touched on the engine loop only
         self._lock = threading.Lock()
         self._active_streams = 0
         self.started_at: Optional[float] = None
@@ -136,8 +143,11 @@ class VllmEngine:
             if s.max_num_batched_tokens:
                 kwargs["max_num_batched_tokens"] = s.max_num_batched_tokens
         else:
+            from .cpu_lora import WORKER_HOOK
+
             kwargs["kv_cache_memory_bytes"] = int(s.cpu_kv_cache_gib * (1 << 30))
             kwargs.update(cpu_scheduling(s.max_num_batched_tokens, s.max_model_len))
+            kwargs["worker_extension_cls"] = WORKER_HOOK  # per-run LoRA products in the worker (cpu_lora.py)
         return AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
 
     # ---- supervision: a dead engine core is replaced, not left to fail every request ----
@@ -166,6 +176,8 @@ class VllmEngine:
             self.restarts.append({"died_at": died, "error": str(exc)})
             log.exception("the engine could not be restarted")
             return
+        with self._lock:
+            self._held_loras.clear()  # the new core holds no adapters
         self.state = "ready"
         self.restarts.append({"died_at": died, "ready_at": time.time(), "restart_s": round(time.time() - died, 2)})
         log.warning("engine restarted in %.1f s", time.time() - died)
@@ -211,7 +223,7 @@ class VllmEngine:
         """Run a coroutine on the engine's loop from another thread and wait for it."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=timeout)
 
-    # ---- one request --------------------------------------------------------------
+    # ---- adapters: loaded before the requests that use them ------------------------
     def _lora_request(self, adapter: Optional[Adapter]):
         if adapter is None:
             return None
@@ -221,6 +233,62 @@ class VllmEngine:
             lora_id = self._lora_ids.setdefault(Path(adapter.path), next(self._next_lora_id))
         return LoRARequest(adapter.name, lora_id, str(adapter.path))
 
+    def preload(self, adapter: Optional[Adapter]) -> concurrent.futures.Future:
+        """Start loading `adapter` into the engine and return at once; callable from any
+        thread. The future ends when it is loaded (AdapterError: vLLM refused it). Call it
+        when a writer chooses an adapter or one is registered, so the first request with
+        it does not wait for the load. Loading one already loaded, or None (the base
+        model, as `AdapterCatalog.resolve` gives it), costs nothing."""
+        if adapter is None:
+            done: concurrent.futures.Future = concurrent.futures.Future()
+            done.set_result(None)
+            return done
+        return asyncio.run_coroutine_threadsafe(self._load_adapter(self._lora_request(adapter)), self.loop)
+
+    def adapter_ready(self, adapter: Optional[Adapter]) -> bool:
+        """Whether a request with `adapter` starts without loading it first (the base model
+        always does). Cheap and callable from any thread: the UI shows "loading adapter"
+        while it is False."""
+        if adapter is None:
+            return True
+        with self._lock:
+            return self._lora_ids.get(Path(adapter.path)) in self._held_loras
+
+    def _mark_held(self, lora_id: int) -> None:
+        """vLLM holds `lora_id`, now the most recently used; beyond `max_loras` it drops the least recent."""
+        with self._lock:
+            self._held_loras[lora_id] = None
+            self._held_loras.move_to_end(lora_id)
+            while len(self._held_loras) > self.settings.max_loras:
+                self._held_loras.popitem(last=False)
+
+    async def _load_adapter(self, lora) -> None:
+        """On the engine loop: load `lora` once, however many callers wait for it."""
+        if lora.lora_int_id in self._held_loras:
+            self._mark_held(lora.lora_int_id)
+            return
+        task = self._loading.get(lora.lora_int_id)
+        if task is None:
+            task = self._loading[lora.lora_int_id] = asyncio.ensure_future(self._add_lora(lora))
+            task.add_done_callback(lambda _: self._loading.pop(lora.lora_int_id, None))
+        await asyncio.shield(task)  # a caller that gives up does not cancel the load for the others
+
+    async def _add_lora(self, lora) -> None:
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        self.check_ready()
+        engine, t0 = self.engine, time.perf_counter()
+        try:
+            await engine.add_lora(lora)
+        except EngineDeadError as exc:
+            raise EngineUnavailable("the engine stopped unexpectedly and is restarting; try again in a minute") from exc
+        except Exception as exc:  # vLLM reports a refused adapter as a bare Exception with its reason
+            raise AdapterError(f"the engine could not load adapter {lora.lora_name!r}: {exc}") from exc
+        if engine is self.engine:  # not a core that died meanwhile
+            self._mark_held(lora.lora_int_id)
+        log.info("adapter %s loaded in %.2f s", lora.lora_name, time.perf_counter() - t0)
+
+    # ---- one request --------------------------------------------------------------
     def _sampling(self, p: GenerationParams):
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
@@ -242,6 +310,10 @@ class VllmEngine:
         check_fits(len(prompt_ids), params.max_tokens, self.max_model_len)
         sampling, lora = self._sampling(params), self._lora_request(adapter)
         self.check_ready()
+        if lora is not None:
+            # Loaded here, not inside the step: a refused adapter is an error for this
+            # request, and adapter_ready() is false while the writer waits for it.
+            await self._load_adapter(lora)
         put(Accepted(len(prompt_ids)))
         n_out, ttft, reason = 0, None, None
         try:
@@ -251,6 +323,8 @@ class VllmEngine:
                 completion = out.outputs[0]
                 if ttft is None:
                     ttft = time.perf_counter() - t0
+                    if lora is not None:
+                        self._mark_held(lora.lora_int_id)  # used: the most recent in vLLM's cache too
                 n_out += len(completion.token_ids)
                 if completion.text:
                     put(Text(completion.text))
@@ -277,15 +351,17 @@ class VllmEngine:
 
     # ---- streaming to threads and to other event loops ------------------------------
     def stream(self, prompt_ids: Sequence[int], params: Optional[GenerationParams] = None,
-               adapter: Optional[Adapter] = None, *, coalesce: bool = True) -> Iterator[StreamEvent]:
+               adapter: Optional[Adapter] = None, *, coalesce: bool = True,
+               should_stop: Optional[Callable[[], bool]] = None) -> Iterator[StreamEvent]:
         """Generate from any thread: Accepted, Text chunks (coalesced to the stream
-        interval), Finished. Closing the iterator early aborts the request."""
+        interval), Finished. Closing the iterator early, or `should_stop()` turning
+        true (a writer's Stop), ends the stream and aborts the request."""
         q: queue.SimpleQueue = queue.SimpleQueue()
         future = self._submit(q.put, prompt_ids, params or GenerationParams(), adapter)
         with self._lock:
             self._active_streams += 1
         try:
-            yield from coalesced(q, self.stream_interval if coalesce else (lambda: 0.0))
+            yield from coalesced(q, self.stream_interval if coalesce else (lambda: 0.0), should_stop)
         finally:
             with self._lock:
                 self._active_streams -= 1

@@ -73,7 +73,8 @@ def causal_lm_loss_sum(model, input_ids: torch.Tensor, attention_mask: torch.Ten
     """Next-token loss sum and the number of scored tokens, for a (peft-wrapped)
     causal LM, without ever materialising all logits."""
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    # No KV cache: nothing here generates, and filling one copies every layer's keys and values.
+    hidden = lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
     head = lm.get_output_embeddings()
     softcap = getattr(lm.config.get_text_config(), "final_logit_softcapping", None)
     h = hidden[:, :-1].reshape(-1, hidden.shape[-1])

@@ -14,6 +14,14 @@ from pathlib import Path
 from typing import Optional
 
 PROGRESS_FILE = "progress.jsonl"
+# No training step takes less: a rate over less time measures the clock, not the run (a step-0 row
+# once reported 1.28e11 tokens/s), so it is left out.
+MIN_TIMED_S = 1e-3
+
+
+def rate(amount: float, seconds: float) -> Optional[float]:
+    """`amount` per second, or None over a zero or near-zero time."""
+    return amount / seconds if seconds >= MIN_TIMED_S else None
 
 
 class ProgressLog:
@@ -92,15 +100,20 @@ def make_progress_callback(log: ProgressLog, *, tokens_per_step: int, train_bloc
                 self.evals[state.global_step] = dict(metrics)
                 self.eval_s += float(metrics.get("eval_runtime", 0.0))
 
+        def training_rate(self, state) -> dict:
+            """Tokens per second and ETA from the timed training steps; nothing before a step was timed."""
+            done = state.global_step - self.start_step
+            tokens_per_s = rate(tokens_per_step * done, self.train_s) if done > 0 else None
+            if tokens_per_s is None:
+                return {}
+            eta_s = self.train_s / done * max(state.max_steps - state.global_step, 0)
+            return {"tokens_per_s": round(tokens_per_s, 1), "eta_s": round(eta_s, 1)}
+
         def on_log(self, targs, state, control, logs=None, **kw):
             logs = logs or {}
-            done = state.global_step - self.start_step
             row = dict(step=state.global_step, max_steps=state.max_steps, epoch=state.epoch,
                        elapsed_s=round(time.time() - self.t0, 2), memory_mb=round(psutil.Process().memory_info().rss / 2**20, 1))
-            if done > 0 and self.train_s > 0:  # no rate (and no ETA) before a step has been timed
-                per_step = self.train_s / done
-                row["tokens_per_s"] = round(tokens_per_step / per_step, 1)
-                row["eta_s"] = round(per_step * max(state.max_steps - state.global_step, 0), 1)
+            row.update(self.training_rate(state))
             for key in ("loss", "eval_loss", "learning_rate", "grad_norm"):
                 if key in logs:
                     row[key] = float(logs[key])

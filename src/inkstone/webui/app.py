@@ -24,6 +24,7 @@ from .compare_tab import create_compare_tab
 from .history_tab import create_history_tab
 from .memory_tab import create_memory_tab
 from .settings_tab import create_settings_tab
+from .stopping import StopSignals
 from .train_tab import create_train_tab
 from .write_tab import create_write_tab
 
@@ -36,6 +37,7 @@ class AppContext:
     rt: Runtime
     notes: list[str] = field(default_factory=list)  # fallbacks taken, shown in Settings
     train_job: Optional[TrainJob] = None
+    stops: StopSignals = field(default_factory=StopSignals)  # Stop buttons, per browser session
 
     def __post_init__(self):
         if self.train_job is None:  # a run started before this web UI (re)started is picked up again
@@ -64,8 +66,11 @@ class AppContext:
 def build_app(ctx: AppContext) -> gr.Blocks:
     with gr.Blocks(title="Inkstone") as demo:
         gr.Markdown("# Inkstone 砚台")
-        for note in ctx.notes:
-            gr.Markdown(f"> ⚠️ {note}")
+        if ctx.notes:  # fallbacks taken at start: one closed notice area, not a banner per note
+            with gr.Accordion(f"⚠️ {len(ctx.notes)} notice(s) / 提示", open=False):
+                gr.Markdown("What the studio did instead of what the config asked, and why. "
+                            "Everything works; these say what to change for the full setup.\n\n"
+                            + "\n".join(f"- {n}" for n in ctx.notes))
         with gr.Tabs():
             with gr.Tab(i18n("tab_write")):
                 create_write_tab(ctx)

@@ -18,7 +18,7 @@ from ..checkpoints import AdapterError
 from ..engine.contract import EngineUnavailable, Finished, GenerationParams, Text
 from ..prompting import DEFAULT_STORY, PromptRequest
 from .i18n import i18n
-from .write_tab import BASE_CHOICE, adapter_choices, used_memories
+from .write_tab import BASE_CHOICE, adapter_choices, context_meter, preload_adapter
 
 SLOTS = 4
 OFF_CHOICE = "(off)"
@@ -28,7 +28,7 @@ def compare_choices(adapters) -> list[str]:
 
 
 def compare_stream(studio, story: str, story_text: str, instruction: str, use_memory: bool, max_tokens: float,
-                   repetition_penalty: float, top_k: float, *slots, interval: float = 0.03):
+                   repetition_penalty: float, top_k: float, *slots, interval: float = 0.03, should_stop=None):
     """Generator handler. `slots` is SLOTS groups of (model, temperature, top_p, seed).
     Yields (text 1, ..., text SLOTS, status, prompt) as any stream advances."""
     if not (story_text or "").strip() and not (instruction or "").strip():
@@ -54,7 +54,7 @@ def compare_stream(studio, story: str, story_text: str, instruction: str, use_me
     except ValueError as exc:  # PromptTooLong among them
         raise gr.Error(str(exc)) from exc
 
-    head = f"prompt {len(prepared.token_ids)} tokens · memories used: {used_memories(prepared)}"
+    head = context_meter(prepared, studio.prompts.settings.max_model_len)
     texts = [""] * SLOTS
     notes: dict[int, str] = {}
 
@@ -67,7 +67,7 @@ def compare_stream(studio, story: str, story_text: str, instruction: str, use_me
 
     yield (*texts, status(), prepared.text)
     try:
-        for events in iterate_merged(make_streams, interval=interval):
+        for events in iterate_merged(make_streams, interval=interval, should_stop=should_stop):
             for k, ev in events:
                 slot = chosen[k][0]
                 if isinstance(ev, Text):
@@ -78,6 +78,9 @@ def compare_stream(studio, story: str, story_text: str, instruction: str, use_me
             yield (*texts, status(), prepared.text)
     except (ValueError, AdapterError, EngineUnavailable) as exc:
         raise gr.Error(str(exc)) from exc
+    for slot, _, _ in chosen:  # Stop ended these early: the text stays, marked as stopped
+        notes.setdefault(slot, "stopped")
+    yield (*texts, status(), prepared.text)
 
 
 def keep(story_text: str, text: str) -> str:
@@ -126,15 +129,21 @@ def create_compare_tab(ctx) -> dict:
     with gr.Accordion(i18n("prompt_seen"), open=False):
         prompt_box = gr.Textbox(show_label=False, lines=10, max_lines=60)
 
-    def run(*args):
-        yield from compare_stream(studio, *args, interval=interval)
+    def run(request: gr.Request, *args):  # Gradio passes the request first, then the inputs
+        stop_asked = ctx.stops.start("compare", request)
+        yield from compare_stream(studio, *args, interval=interval, should_stop=stop_asked)
+
+    def stop_comparing(request: gr.Request) -> None:
+        ctx.stops.raise_("compare", request)
 
     event = go.click(run, [story, story_text, instruction, use_memory, max_tokens, rep, top_k, *slot_inputs],
                      [*outputs, status, prompt_box], api_name="compare")
-    # Cancelling closes the handler's generator, which aborts every request in the engine.
-    stop.click(None, None, None, cancels=[event], api_name="compare_stop")
+    # Stop raises a flag: the handler ends every stream (the engine aborts them) and keeps the text.
+    stop.click(stop_comparing, None, None, api_name="compare_stop")
     for i, (btn, out) in enumerate(zip(keeps, outputs)):
         btn.click(keep, [story_text, out], story_text, api_name=f"compare_keep_{i + 1}")
     refresh.click(lambda: [gr.Dropdown(choices=compare_choices(ctx.adapters)) for _ in models], None, models,
                   api_name="compare_models")
+    for model in models:
+        model.change(lambda name: preload_adapter(ctx, name), model, None, api_name=False)
     return {"event": event, "outputs": outputs, "story_text": story_text, "keeps": keeps}

@@ -139,7 +139,8 @@ def create_memory_tab(ctx) -> None:
         lambda kf, s: list_rows(memory, kf, s), [kind_filter, story], table, api_name=False)
     search.click(lambda q, n, s: search_rows(memory, q, n, s), [query, k, story], results, api_name="memory_search")
 
-    with gr.Accordion(f"{i18n('import')} / {i18n('export')} / {i18n('delete_story')}", open=False):
+    # One key: an f-string of translated labels would show their raw metadata instead.
+    with gr.Accordion(i18n("import_export"), open=False):
         with gr.Row():
             upload = gr.File(label=i18n("import"), file_types=[".json"], type="filepath")
             do_import = gr.Button(i18n("import"))

@@ -25,14 +25,43 @@ def adapter_choices(adapters) -> list[str]:
     return [BASE_CHOICE] + adapters.names()
 
 
+def preload_adapter(ctx, name: str) -> None:
+    """Load a chosen adapter into the engine ahead of the first request that uses it."""
+    if name and name not in (BASE_CHOICE, "(off)"):
+        try:
+            ctx.engine.preload(ctx.adapters.resolve(name))
+        except AdapterError as exc:
+            gr.Warning(str(exc))
+
+
 def used_memories(prepared: PreparedPrompt) -> str:
     return ", ".join(m.entry.title or m.entry.text[:12] for m in prepared.memories) or "—"
 
 
+def context_meter(prepared: PreparedPrompt, max_model_len: int) -> str:
+    """Where the context goes: the prompt's parts against the model's context, and what was cut."""
+    mem = sum(m.tokens for m in prepared.memories)
+    summ = sum(s.tokens for s in prepared.summaries)
+    parts = [f"prompt {len(prepared.token_ids)} tokens + {prepared.max_tokens} to write, "
+             f"of {max_model_len} in context",
+             f"memories {mem} tokens ({len(prepared.memories)}): {used_memories(prepared)}"]
+    if prepared.summaries:
+        parts.append(f"chapter summaries {summ} tokens ({len(prepared.summaries)})")
+    cut = []
+    if prepared.story_chars_dropped:
+        cut.append(f"the oldest {prepared.story_chars_dropped} characters of the story so far")
+    if prepared.memories_dropped:
+        cut.append(f"{prepared.memories_dropped} less relevant memories")
+    if cut:
+        parts.append("cut to fit: " + ", ".join(cut))
+    return " · ".join(parts)
+
+
 def write_stream(studio, story_text: str, instruction: str, temperature: float, top_p: float, top_k: float,
                  max_tokens: float, repetition_penalty: float, seed: float, use_memory: bool,
-                 adapter: str, story: str, mode: str = "continue", passage: str = ""):
-    """Generator handler: yields (output, status, prompt) as text arrives."""
+                 adapter: str, story: str, mode: str = "continue", passage: str = "", should_stop=None):
+    """Generator handler: yields (output, status, prompt) as text arrives. When
+    `should_stop()` turns true (the Stop button) it ends with the text kept."""
     if mode == "continue" and not (story_text or "").strip() and not (instruction or "").strip():
         raise gr.Error("Write something first: a story to continue or an instruction.")
     params = GenerationParams(
@@ -43,13 +72,15 @@ def write_stream(studio, story_text: str, instruction: str, temperature: float, 
     req = PromptRequest(mode=mode or "continue", story=story, story_text=story_text or "",
                         instruction=instruction or "", passage=passage or "", use_memory=bool(use_memory),
                         max_tokens=int(max_tokens))
-    out, prompt, status = "", "", ""
+    out, prompt, status, finished = "", "", "", False
     try:
-        for ev in studio.write(req, params, chosen, source="write"):
+        for ev in studio.write(req, params, chosen, source="write", should_stop=should_stop):
             if isinstance(ev, PreparedPrompt):
                 prompt = ev.text
-                status = f"prompt {len(ev.token_ids)} tokens · memories used: {used_memories(ev)}"
-                yield out, status, prompt
+                status = context_meter(ev, studio.prompts.settings.max_model_len)
+                # A load shows here until the first text arrives (it is usually preloaded on selection).
+                loading = chosen and not studio.engine.adapter_ready(studio.adapters.resolve(chosen))
+                yield out, status + (" · loading adapter…" if loading else ""), prompt
             elif isinstance(ev, Text):
                 out += ev.text
                 # Only the text changes while streaming: skipping the other outputs saves the
@@ -59,7 +90,10 @@ def write_stream(studio, story_text: str, instruction: str, temperature: float, 
                 rate = ev.output_tokens / ev.elapsed_s if ev.elapsed_s else 0.0
                 ttft = f"{ev.ttft_s * 1000:.0f} ms" if ev.ttft_s is not None else "—"
                 status += f" · {ev.output_tokens} tokens, {rate:.1f} tok/s, first token {ttft} ({ev.finish_reason})"
+                finished = True
                 yield out, status, prompt
+        if not finished:  # the writer pressed Stop: a normal end, the text stays
+            yield out, f"{status} · stopped after {len(studio.prompts.encode_output(out))} tokens", prompt
     except EngineUnavailable as exc:
         if not out:
             raise gr.Error(f"Engine restarting: {exc}") from exc
@@ -145,19 +179,24 @@ def create_write_tab(ctx) -> dict:
                 rep = gr.Slider(1.0, 2.0, value=inf.repetition_penalty, step=0.01, label=i18n("rep_penalty"))
                 seed = gr.Number(value=-1 if inf.seed is None else inf.seed, precision=0, label=i18n("seed"))
 
-    def run(*args):
-        yield from write_stream(studio, *args)
+    def run(request: gr.Request, *args):  # Gradio passes the request first, then the inputs
+        yield from write_stream(studio, *args, should_stop=ctx.stops.start("write", request))
 
     event = go.click(
         run, [story_text, instruction, temperature, top_p, top_k, max_tokens, rep, seed, use_memory, adapter, story,
               mode, passage],
         [output, status, prompt_box], api_name="write",
     )
-    # Cancelling the event closes the handler's generator, which aborts the request in vLLM.
-    stop.click(None, None, None, cancels=[event], api_name="stop")
+    # Stop raises a flag the handler sees; it ends the stream (vLLM aborts the request) and
+    # keeps the text. Cancelling the event instead would cover the text with error badges.
+    def stop_writing(request: gr.Request) -> None:
+        ctx.stops.raise_("write", request)
+
+    stop.click(stop_writing, None, None, api_name="stop")
     mode.change(lambda m: gr.Textbox(visible=m == "rewrite"), mode, passage, api_name=False)
     append.click(lambda s, o: ((s or "") + (o or ""), ""), [story_text, output], [story_text, output], api_name=False)
     refresh.click(lambda: gr.Dropdown(choices=adapter_choices(ctx.adapters)), None, adapter, api_name="adapters")
+    adapter.change(lambda name: preload_adapter(ctx, name), adapter, None, api_name=False)
     accept.click(lambda s, t, x: accept_chapter(studio, s, t, x), [story, chapter_title, story_text],
                  [proposals, props_note], api_name="accept_chapter")
     save_props.click(lambda s, t, rows: save_proposals(studio, s, t, rows), [story, chapter_title, proposals],
@@ -169,4 +208,6 @@ def _initial_adapter(ctx) -> str:
     lora = ctx.cfg.webui.lora
     if lora is None:
         return BASE_CHOICE
-    return ctx.adapters.register(lora, trusted=True)  # from the command line or the config
+    name = ctx.adapters.register(lora, trusted=True)  # from the command line or the config
+    preload_adapter(ctx, name)
+    return name

@@ -19,7 +19,7 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import AsyncIterator, Iterator, Optional
+from typing import AsyncIterator, Callable, Iterator, Optional
 
 from ..adapter_catalog import AdapterCatalog
 from ..engine.contract import Accepted, Engine, Finished, GenerationParams, Text
@@ -72,14 +72,17 @@ class Studio:
         return self.prompts.prepare(req)
 
     def write(self, req: PromptRequest, params: Optional[GenerationParams] = None, adapter: Optional[str] = None,
-              *, source: str = "write", prepared: Optional[PreparedPrompt] = None) -> Iterator:
+              *, source: str = "write", prepared: Optional[PreparedPrompt] = None,
+              should_stop: Optional[Callable[[], bool]] = None) -> Iterator:
         """Stream one generation from any thread: the PreparedPrompt, Accepted, Text chunks,
-        Finished. It is recorded in the history however it ends."""
+        Finished. It is recorded in the history however it ends; when `should_stop()`
+        turns true it ends early, as stopped, with the text so far."""
         prepared = prepared or self.prepare(req)
         run = _Run(prepared, req, self._params(params, prepared), adapter, source)
         yield prepared
         with self._recorded(run):
-            for ev in self.engine.stream(prepared.token_ids, run.params, self.adapters.resolve(adapter)):
+            for ev in self.engine.stream(prepared.token_ids, run.params, self.adapters.resolve(adapter),
+                                         should_stop=should_stop):
                 run.see(ev)
                 yield ev
 
