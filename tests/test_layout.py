@@ -20,7 +20,7 @@ LAYERS = [
     {"export"},
     {"engine", "memory", "story"},
     {"prompting", "adapter_catalog"},
-    {"writing"},
+    {"writing", "recut", "vocab", "vision"},  # the writing loop and the modes with loops of their own
     {"runtime", "system_info"},
     {"api"},
     {"webui"},

@@ -58,4 +58,11 @@ ZH = {
     "compare_model": "模型 / 适配器", "compare_shared": "共用设置",
 }
 
+# Tabs of the later modes keep their strings beside them, one module each.
+from . import recut_strings, vision_strings, vocab_strings  # noqa: E402
+
+for _strings in (recut_strings, vocab_strings, vision_strings):
+    EN.update(_strings.EN)
+    ZH.update(_strings.ZH)
+
 i18n = gr.I18n(en=EN, zh=ZH, **{"zh-CN": ZH, "zh-TW": ZH})
