@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Inkstone's command line: prepare | train | webui | inference | batch | compare | export | doctor | bench | migrate-memory.
+"""Inkstone's command line: prepare | train | train-vision | webui | inference | batch | compare | export | doctor | bench | migrate-memory
+| recut | recut-data | vocab | vocab-data.
 
 Builds the Config once from defaults, config file, environment and flags, then
 calls one stage. Heavy modules (vLLM, torch, Gradio) are imported only inside
@@ -48,6 +49,24 @@ def _parser() -> argparse.ArgumentParser:
     add_section_flags(tr, "train", TrainConfig)
     add_section_flags(tr, "model", ModelConfig, ["load_in_4bit"])
 
+    tv = sub.add_parser("train-vision", help="teach the writer to see: image-caption pairs -> a LLaVA model folder")
+    tv.add_argument("--data", type=Path, required=True, help="images/ + captions.json, or a dataset saved with save_to_disk")
+    tv.add_argument("--tower", type=Path, help="local CLIP or SigLIP folder (stage 1)")
+    tv.add_argument("--from-model", type=Path, help="stage 2: the model folder of a stage-1 run (<run>/model)")
+    tv.add_argument("--stage", type=int, choices=[1, 2], default=1,
+                    help="1: projector only; 2: LoRA on the language model too (merged at the end)")
+    tv.add_argument("--unfreeze-tower", action="store_true", help="stage 2: train the vision tower too")
+    tv.add_argument("--epochs", type=float, default=3.0)
+    tv.add_argument("--lr", type=float, default=1e-3)
+    tv.add_argument("--batch-size", type=int, default=8)
+    tv.add_argument("--save-steps", type=int, default=50, help="steps between checkpoints and evaluations")
+    tv.add_argument("--max-steps", type=int, default=-1, help="> 0 overrides --epochs")
+    tv.add_argument("--lora-r", type=int, default=16)
+    tv.add_argument("--languages", default="zh,en", help="caption languages to keep (by script: zh, en)")
+    tv.add_argument("--run-name")
+    tv.add_argument("--resume", nargs="?", const="latest", help="'latest' or a checkpoint folder")
+    add_section_flags(tv, "model", ModelConfig, ["base"])  # the language model stage 1 starts from
+
     wu = sub.add_parser("webui", help="serve the studio in the browser")
     add_section_flags(wu, "webui", WebUIConfig, ["lora", "host", "port", "share"])
 
@@ -91,8 +110,24 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("migrate-memory", help="re-embed memories made with another embedder for the configured one")
 
+    from inkstone.vocab.commands import add_vocab_commands  # vocab, vocab-data
+
+    add_vocab_commands(sub)
+
+    rc = sub.add_parser("recut", help="subtitles of an episode -> a hook-first short cut (timeline.json + exports)")
+    rc.add_argument("--input", type=Path, required=True,
+                    help="the episode's subtitles (.srt, .vtt, .ass), or a folder of episodes (resumable)")
+    rc.add_argument("--video", type=Path, help="the episode's video: the cut is rendered too")
+    rc.add_argument("--lang", choices=["auto", "zh", "en"], default="auto")
+    rc.add_argument("--target", type=float, default=0.25, help="share of the episode's running time to keep, (0, 1]")
+    rc.add_argument("--adapter", type=Path, help="adapter to cut with (default: inference.recut_adapters[language])")
+    rc.add_argument("--output", type=Path, required=True, help="folder for timeline.json and the exports")
+    rd = sub.add_parser("recut-data", help="pairs of (original, viral) subtitles -> recut training rows")
+    rd.add_argument("--pairs", type=Path, required=True, help="folder of NAME.json or NAME.original/.viral.srt")
+    rd.add_argument("--output", type=Path, default=Path("data/recut"), help="writes LANG/train.jsonl, report.json")
+
     be = sub.add_parser("bench", help="benchmarks writing JSON")
-    be.add_argument("what", choices=["serve", "train", "quality", "memory", "prepare", "soak"])
+    be.add_argument("what", choices=["serve", "train", "quality", "memory", "prepare", "soak", "recut", "vocab"])
     be.add_argument("--output", type=Path, help="JSON file (default: bench-results/<what>.json)")
     be.add_argument("--streams", default="1,8,32", help="serve: concurrency levels, comma separated; "
                     "soak: writers at once (default 32)")
@@ -112,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="quality: train on this many first chapters, evaluate on the rest")
     be.add_argument("--sizes", default="1000,10000,100000", help="memory: store sizes, comma separated")
     be.add_argument("--big-mb", type=int, default=200, help="prepare: size of the generated input for peak memory")
+    be.add_argument("--pairs", type=Path, help="recut: folder of pairs (default: tests/data/recut)")
     return p
 
 

@@ -18,7 +18,8 @@ def compare_app(cfg, rt, tiny_lora):
     lora = rt.adapters.register(tiny_lora, name="cmp-lora")
     ctx = AppContext(cfg=cfg, rt=rt)
     with gr.Blocks() as demo:
-        create_compare_tab(ctx)
+        story = gr.Dropdown(["default"], value="default", allow_custom_value=True)  # the app's open story
+        create_compare_tab(ctx, story)
     demo.queue(default_concurrency_limit=8)
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)

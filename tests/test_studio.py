@@ -80,8 +80,11 @@ def test_modes_shape_the_instruction(studio):
 
 def test_structured_extraction_always_parses_and_nothing_is_stored_until_accepted(studio):
     story = "extract"
-    chapter_id, proposals = studio.accept_chapter(story, "第一章", "宝玉见了黛玉，笑道：这个妹妹我曾见过的。",
-                                                  max_items=1, max_chars=8, max_tokens=400)
+    accepted = studio.accept_chapter(story, "第一章", "宝玉见了黛玉，笑道：这个妹妹我曾见过的。",
+                                     max_items=1, max_chars=8, max_tokens=400)
+    proposals = accepted.proposals
+    # The tiny random model's summary is whatever it is; stored only when it passes the check.
+    assert (accepted.summary == "") == (accepted.summary_problem is not None)
     assert all(p.kind in ("character", "plot", "world", "dialogue") for p in proposals)
     assert studio.memory.call("list", story=story) == []  # proposals only
     kept = [extraction.Proposal("character", "宝玉", "衔玉而生的公子")]

@@ -8,6 +8,7 @@ import pytest
 
 from conftest import ROOT, load_start_script
 from inkstone.config import TrainConfig, build_config
+from inkstone.webui.i18n import EN
 from inkstone.webui.train_tab import TAB_FIELDS, create_train_tab, start_run
 
 
@@ -73,11 +74,14 @@ def test_a_bad_value_is_refused_before_a_process_starts(ctx, started):
 def test_the_fields_come_from_the_schema(ctx):
     with gr.Blocks() as demo:
         create_train_tab(ctx)
-    inputs = [b for b in demo.blocks.values() if isinstance(b, (gr.Number, gr.Checkbox))]
+    names = {key.split(".")[1] for key in TAB_FIELDS}  # the vision section below has inputs of its own
+    inputs = [b for b in demo.blocks.values()
+              if isinstance(b, (gr.Number, gr.Checkbox)) and getattr(b.label, "key", None) in names]
     assert len(inputs) == len(TAB_FIELDS)
     by_key = dict(zip(TAB_FIELDS, inputs))
     lr, max_seq = by_key["train.lr"], by_key["train.max_seq_length"]
-    assert lr.value == 5e-4 and lr.minimum == 0 and lr.info == TrainConfig.model_fields["lr"].description
+    assert lr.value == 5e-4 and lr.minimum == 0 and lr.info.key == "lr_info"  # translated help
+    assert EN["lr_info"] == TrainConfig.model_fields["lr"].description
     assert max_seq.minimum == 16 and max_seq.precision == 0 and max_seq.label.key == "max_seq_length"
     assert isinstance(by_key["model.load_in_4bit"], gr.Checkbox) and by_key["model.load_in_4bit"].value is True
 

@@ -28,22 +28,30 @@ def test_write_streams_text(client):
     assert final_text and "32 tokens" in status and prompt.endswith("宝玉笑道：")
 
 
-def test_memory_crud_round_trip_and_use_in_write(client):
+def memory_ids(rt, story: str) -> dict[str, str]:
+    """title -> id of a story's memories (the page keeps ids beside its tables, not in them)."""
+    return {e.title: e.id for e in rt.memory.call("list", story=story)}
+
+
+def test_memory_crud_round_trip_and_use_in_write(client, rt):
     *form, note = client.predict("", "character", "王熙凤", "王熙凤，贾琏之妻，精明强干，人称凤辣子。", "第三回",
                                  "ui-story", api_name="/memory_save")
     assert form == ["", "", "", ""] and "王熙凤" in note  # emptied: the next entry is a new one
     rows = client.predict("all", "ui-story", api_name="/memory_list")
-    (entry_id,) = [r[0] for r in rows["data"]]
+    # Writers see titles and kinds first, no ids.
+    assert rows["headers"] == ["Title", "Kind", "Text", "Chapter"]
+    assert rows["data"] == [["王熙凤", "Character", "王熙凤，贾琏之妻，精明强干，人称凤辣子。", "第三回"]]
+    entry_id = memory_ids(rt, "ui-story")["王熙凤"]
     # The next memory typed into the emptied form is added beside it, not over it (no data loss).
     client.predict(*form[:1], "character", "贾母", "贾府的老祖宗。", "第三回", "ui-story", api_name="/memory_save")
     rows = client.predict("all", "ui-story", api_name="/memory_list")
-    assert sorted(r[2] for r in rows["data"]) == ["王熙凤", "贾母"]
-    jiamu = next(r[0] for r in rows["data"] if r[2] == "贾母")
+    assert sorted(r[0] for r in rows["data"]) == ["王熙凤", "贾母"]
+    jiamu = memory_ids(rt, "ui-story")["贾母"]
 
     client.predict(entry_id, "character", "王熙凤", "王熙凤，人称凤辣子，管理荣国府。", "第三回", "ui-story",
                    api_name="/memory_save")
     hits = client.predict("凤辣子管家", 3, "ui-story", api_name="/memory_search")
-    assert hits["data"][0][4] == entry_id and "管理荣国府" in hits["data"][0][3]
+    assert hits["data"][0][1] == "王熙凤" and "管理荣国府" in hits["data"][0][3]
 
     job = client.submit(*write_args("", "写王熙凤管家", story="ui-story"), api_name="/write")
     job.result()
@@ -146,20 +154,20 @@ def test_accepted_chapter_proposes_memories_and_history_keeps_every_generation(c
     out = client.predict(*write_args("宝玉笑道：", "", story=story, seed=11), api_name="/write")[0]
     table = client.predict(story, "", api_name="/history_list")
     row = table["data"][0]
-    assert row[2] == story and row[3] == "write" and row[6] == 11
+    assert row[2] == "write" and row[5] == 11
     shown, prompt, meta = client.predict(row[0], api_name="/history_show")
     assert shown == out and prompt.endswith("宝玉笑道：") and '"seed": 11' in meta and '"source": "write"' in meta
     assert client.predict(row[0], api_name="/history_rerun") == out  # same seed, same text
 
-    proposals, note = client.predict(story, "第一回", "宝玉见了黛玉。" * 3, api_name="/accept_chapter")
-    assert "Chapter kept" in note
+    proposals, note, draft = client.predict(story, "第一回", "宝玉见了黛玉。" * 3, api_name="/accept_chapter")
+    assert "Chapter kept" in note and draft == ""  # the next chapter starts on a clean page
     # Reject everything the model proposed; keep one hand-made row instead.
     rows = [[False, *r[1:]] for r in proposals["data"]] + [[True, "character", "宝玉", "衔玉而生"]]
     saved = client.predict(story, "第一回", {"headers": ["keep", "kind", "title", "text"], "data": rows},
                            api_name="/save_proposals")
     assert saved.startswith("Saved 1 memories")
     listed = client.predict("all", story, api_name="/memory_list")["data"]
-    assert [(r[2], r[3], r[4]) for r in listed] == [("宝玉", "衔玉而生", "第一回")]
+    assert [(r[0], r[2], r[3]) for r in listed] == [("宝玉", "衔玉而生", "第一回")]
 
 
 def test_memory_export_import_and_story_deletion(client, tmp_path):

@@ -75,6 +75,32 @@ def run_train(cfg, args) -> int:
     return 0
 
 
+def run_train_vision(cfg, args) -> int:
+    from .model_files import resolve_base_model
+    from .train.jobs import new_run_name
+    from .train.run_lock import RunBusy
+    from .vision.pairs import PairDataError
+    from .vision.tower import TowerError
+    from .vision.train import VisionTrainArgs, run_vision_training
+
+    base = None if args.from_model else resolve_base_model(cfg.model.base, cfg.model.models_dir,
+                                                           cfg.model.offline_fallback).path
+    run_name = args.run_name or new_run_name("vision")
+    vargs = VisionTrainArgs(data=args.data, output_dir=Path(cfg.train.output_dir) / run_name, base_model=base,
+                            tower=args.tower, from_model=args.from_model, stage=args.stage,
+                            unfreeze_tower=args.unfreeze_tower, epochs=args.epochs, lr=args.lr,
+                            batch_size=args.batch_size, save_steps=args.save_steps, max_steps=args.max_steps,
+                            lora_r=args.lora_r, lora_alpha=2 * args.lora_r, seed=cfg.train.seed,
+                            languages=tuple(x.strip() for x in args.languages.split(",") if x.strip()),
+                            resume=args.resume)
+    try:
+        model = run_vision_training(vargs)
+    except (PairDataError, TowerError, FileNotFoundError, RunBusy, ValueError) as exc:
+        raise UserError(str(exc)) from exc
+    print(f"model saved: {model} (serve it with --model.base {model})")
+    return 0
+
+
 def run_migrate_memory(cfg, args) -> int:
     """Re-embed memories made with another embedder (or an older layout) for the configured one."""
     from .memory.embeddings import load_embedder
@@ -247,6 +273,152 @@ def run_batch(cfg, args) -> int:
     return 0 if report.ok else 1
 
 
+def run_vocab(cfg, args) -> int:
+    """A vocabulary story (or --stories N of them): write, analyse, revise for the missed words."""
+    import dataclasses
+
+    from .engine.contract import GenerationParams
+    from .runtime import open_runtime
+    from .vocab.batch import run_vocab_batch
+    from .vocab.console import print_events, write_story_json
+    from .vocab.loop import write_vocab_story
+    from .vocab.wordlists import VocabError, choose_words
+
+    many = args.stories > 1
+    wanted = [w.strip() for w in (args.pick or "").split(",") if w.strip()]
+    try:  # a bad list fails before the engine's minute-long start
+        words = choose_words(args.lang, level=args.level, words_file=args.words_file, seed=args.seed,
+                             n=None if many else args.words, default_n=None if many else 20, wanted=wanted)
+    except VocabError as exc:
+        raise UserError(str(exc)) from exc
+    for w in words.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.remote and args.adapter:
+        raise UserError("--adapter names a local adapter; with --remote, set remote.model to the server's name")
+    _check_adapter_early(cfg, args.adapter)
+    try:
+        rt = open_runtime(cfg, memory=False, memory_required=False, remote=args.remote)
+    except ValueError as exc:  # --remote without remote.url / remote.model
+        raise UserError(str(exc)) from exc
+    params = dataclasses.replace(GenerationParams.from_config(cfg.inference), seed=args.seed)
+    try:
+        adapter = rt.adapters.register(args.adapter, trusted=True) if args.adapter else None
+        kw = dict(theme=args.theme, length=args.length, settings=cfg.vocab, params=params, adapter=adapter,
+                  story=args.story)
+        if many:
+            n = args.words or (None if args.words_file else 20)
+            print(run_vocab_batch(rt.studio, words, args.output, stories=args.stories, n_words=n, seed=args.seed,
+                                  best_of=args.best_of, **kw).summary())
+        else:
+            write_story_json(print_events(write_vocab_story(rt.studio, words, **kw)), args.output)
+            print(f"written: {args.output}", file=sys.stderr)
+    except (VocabError, ValueError) as exc:
+        raise UserError(str(exc)) from exc
+    finally:
+        rt.stop()
+    return 0
+
+
+def run_vocab_data(cfg, args) -> int:
+    """Accepted vocabulary stories -> prompt/completion rows the trainer reads."""
+    from transformers import AutoTokenizer
+
+    from .model_files import resolve_base_model
+    from .prompt_format import resolve_format
+    from .prompting.service import PromptService, PromptSettings
+    from .vocab.training import read_stories, sft_rows, write_rows
+    from .vocab.wordlists import VocabError
+
+    try:
+        stories = read_stories(args.input)
+    except VocabError as exc:
+        raise UserError(str(exc)) from exc
+    # The prompts of the model to be trained, as the studio would build them (no engine needed).
+    model = resolve_base_model(cfg.model.base, cfg.model.models_dir, cfg.model.offline_fallback)
+    tokenizer = AutoTokenizer.from_pretrained(model.path)
+    prompts = PromptService(tokenizer, PromptSettings.from_config(cfg, model.name,
+                                                                  resolve_format(tokenizer, "auto", model.name)))
+    try:
+        rows, report = sft_rows(stories, prompts, min_coverage=args.min_coverage, with_words=args.with_words,
+                                words_per_paragraph=cfg.vocab.words_per_paragraph)
+    finally:
+        prompts.close()
+    for why in report.rejected:
+        print(f"left out: {why}", file=sys.stderr)
+    write_rows(rows, args.output)
+    print(f"{report.rows} training rows written to {args.output}")
+    return 0
+
+
+def run_recut(cfg, args) -> int:
+    """One episode, or every episode of a folder (resumable: finished ones are skipped)."""
+    from .recut.pipeline import RecutError, adapter_for, episodes, prepare, run
+
+    todo, done = episodes(args.input, args.output)
+    ready, failed = [], []
+    for subs, video, out in todo:  # bad subtitles, videos or targets fail before the engine's minute-long start
+        try:
+            ready.append((prepare(subs, args.target, args.lang, args.video or video), out))
+        except RecutError as exc:
+            if not args.input.is_dir():
+                raise UserError(str(exc)) from exc
+            failed.append(str(exc))
+    if done:
+        print(f"already cut: {len(done)} episode(s)", file=sys.stderr)
+    for episode, _ in ready:  # a bad adapter folder, too, before the engine starts
+        _check_adapter_early(cfg, adapter_for(episode.language, cfg.inference.recut_adapters, args.adapter))
+    if ready:
+        from .runtime import open_runtime
+
+        rt = open_runtime(cfg, memory=False)
+        try:
+            for episode, out in ready:
+                adapter = adapter_for(episode.language, cfg.inference.recut_adapters, args.adapter)
+                name = rt.adapters.register(Path(adapter), trusted=True) if adapter else None
+                try:
+                    tl = run(rt.studio, episode, out, name, str(adapter) if adapter else None,
+                             progress=lambda msg: print(msg, file=sys.stderr))
+                except RecutError as exc:
+                    if not args.input.is_dir():
+                        raise UserError(str(exc)) from exc
+                    failed.append(str(exc))
+                    continue
+                for c in tl.clips:
+                    print(f"{'hook ' if c.hook else ''}cues {c.first_id}-{c.last_id}: "
+                          f"{c.start / 1000:.3f}-{c.end / 1000:.3f} s")
+                print(f"written: {Path(out) / 'timeline.json'}")
+        finally:
+            rt.stop()
+    for message in failed:
+        print(f"error: {message}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def run_recut_data(cfg, args) -> int:
+    from transformers import AutoTokenizer
+
+    from .model_files import resolve_base_model
+    from .prompt_format import resolve_format
+    from .prompting.service import PromptService, PromptSettings
+    from .recut.align import PairError
+    from .recut.training import build_recut_data
+
+    model = resolve_base_model(cfg.model.base, cfg.model.models_dir, cfg.model.offline_fallback)
+    tokenizer = AutoTokenizer.from_pretrained(model.path)
+    # The prompts the recut will be asked with: the same service, no memory.
+    prompts = PromptService(tokenizer, PromptSettings.from_config(cfg, model.name,
+                                                                  resolve_format(tokenizer, "auto", model.name)))
+    try:
+        report = build_recut_data(args.pairs, args.output, prompts)
+    except PairError as exc:
+        raise UserError(str(exc)) from exc
+    finally:
+        prompts.close()
+    print(report.summary())
+    print(f"written: {args.output}; train with: start.py train --data {Path(args.output) / 'LANG'}")
+    return 0
+
+
 def run_export(cfg, args) -> int:
     from .export.errors import ExportError
     from .export.locate import resolve_adapter
@@ -289,6 +461,14 @@ def run_bench(cfg, args) -> int:
         model = resolve_base_model(cfg.model.base, cfg.model.models_dir, cfg.model.offline_fallback)
         corpus = args.corpus or (cfg.data.sample_corpus if Path(cfg.data.sample_corpus).is_file() else SAMPLE_TEXT)
         result = bench_prepare(Path(corpus), AutoTokenizer.from_pretrained(model.path), None, big_mb=args.big_mb)
+    elif args.what == "vocab":
+        from .bench.vocab import run_vocab_bench
+
+        result = run_vocab_bench(cfg)
+    elif args.what == "recut":
+        from .bench.recut import run_recut_bench
+
+        result = run_recut_bench(cfg, args.pairs or Path(cfg.root) / "tests" / "data" / "recut")
     elif args.what == "memory":
         from .bench.memory import run_memory_bench
 

@@ -114,6 +114,9 @@ class InferenceConfig(BaseModel):
     system_prompt: str = Field(
         "你是一位擅长长篇小说创作的作家。延续故事的文风与人物，写出连贯、生动的正文。",
         description="system prompt of every generation")
+    recut_adapters: dict[str, str] = Field(
+        {}, description="subtitle recut: the adapter for each subtitle language, e.g. {zh = \"checkpoints/recut-zh/"
+                        "adapter\", en = ...}; `recut --adapter` overrides")
 
 
 class MemoryConfig(BaseModel):
@@ -126,6 +129,11 @@ class MemoryConfig(BaseModel):
     extract_max_items: int = Field(6, ge=1, description="automatic memory: at most this many entries per kind")
     extract_max_chars: int = Field(120, ge=8, description="automatic memory: at most this many characters an entry")
     context_token_budget: int = Field(1024, ge=0, description="prompt tokens that memories may fill")
+    search: Literal["hybrid", "dense", "lexical"] = Field(
+        "hybrid", description="how memories are found: hybrid (by meaning and by shared words and names, fused), "
+        "dense (by meaning only) or lexical (BM25 over shared words only)")
+    rerank: bool = Field(False, description="the running model reorders the memories found before they go into "
+                         "a prompt: one short extra generation each time")
 
 
 class WebUIConfig(BaseModel):
@@ -158,6 +166,24 @@ class LimitsConfig(BaseModel):
     max_concurrent: int = Field(64, ge=1, description="generations running at once in all; 429 beyond")
 
 
+class VocabConfig(BaseModel):
+    max_rounds: int = Field(3, ge=1, description="vocabulary story: rounds at most (a draft, then revisions)")
+    target_coverage: float = Field(1.0, gt=0.0, le=1.0, description="vocabulary story: stop at this share used")
+    words_per_paragraph: int = Field(10, ge=1, description="vocabulary story: target words planned a paragraph")
+    max_tokens: int = Field(1024, ge=16, description="vocabulary story: new tokens a round")
+
+
+class RemoteConfig(BaseModel):
+    """An OpenAI-compatible server used as the engine where a command asks for it (`--remote`):
+    another machine's vLLM, or a hosted model that writes better than the local one."""
+    url: str = Field("", description="base URL of the server's OpenAI API, e.g. http://gpu-box:8000/v1")
+    model: str = Field("", description="model name to request from the server")
+    api_key: Optional[SecretStr] = Field(None, description="sent as a bearer token when set")
+    extra_sampling: bool = Field(True, description="send vLLM's top_k, repetition_penalty and min_tokens "
+                                                   "(servers that refuse unknown fields want false)")
+    timeout_s: float = Field(600.0, gt=0, description="seconds to wait for the server's next bytes")
+
+
 class Config(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="INKSTONE_",
@@ -173,6 +199,8 @@ class Config(BaseSettings):
     memory: MemoryConfig = MemoryConfig()
     webui: WebUIConfig = WebUIConfig()
     limits: LimitsConfig = LimitsConfig()
+    vocab: VocabConfig = VocabConfig()
+    remote: RemoteConfig = RemoteConfig()
     root: Path = PROJECT_ROOT
 
     @classmethod

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .adapter_catalog import AdapterCatalog
+from .engine.openai_remote import OpenAIRemoteEngine
 from .engine.vllm_engine import EngineSettings, VllmEngine
 from .memory.access import MemoryAccess
 from .memory.embeddings import load_embedder
@@ -51,7 +52,7 @@ def open_memory(cfg, notes: list[str], required: bool = True) -> Optional[Memory
     if note:
         notes.append(note)
     try:
-        store = MemoryStore(cfg.memory.db_dir, embedder)
+        store = MemoryStore(cfg.memory.db_dir, embedder, search_mode=cfg.memory.search)
     except Busy as exc:
         if required:
             raise
@@ -64,9 +65,10 @@ def open_memory(cfg, notes: list[str], required: bool = True) -> Optional[Memory
 
 
 def open_runtime(cfg, *, memory: bool = True, memory_required: bool = True, engine: bool = True,
-                 notes: Optional[list[str]] = None) -> Runtime:
+                 remote: bool = False, notes: Optional[list[str]] = None) -> Runtime:
     """Open everything (blocks until the engine is ready). Fallback notes are appended
-    to `notes` so the caller can show them."""
+    to `notes` so the caller can show them. `remote`: generate on the OpenAI-compatible
+    server of `cfg.remote` instead of starting vLLM here."""
     from transformers import AutoTokenizer
 
     notes = notes if notes is not None else []
@@ -77,12 +79,20 @@ def open_runtime(cfg, *, memory: bool = True, memory_required: bool = True, engi
     mem = open_memory(cfg, notes, memory_required) if memory else None
     runner = None
     try:
-        if engine:
+        if engine and remote:
+            r = cfg.remote
+            runner = OpenAIRemoteEngine(r.url, r.model, tokenizer, max_model_len=cfg.model.max_model_len,
+                                        api_key=r.api_key.get_secret_value() if r.api_key else None,
+                                        extra_sampling=r.extra_sampling, timeout_s=r.timeout_s).start()
+        elif engine:
             runner = VllmEngine(EngineSettings.from_config(cfg, model.path, model.name)).start()
         db = StudioDB(cfg.memory.studio_db)  # one file: the stories whose summaries go into prompts, and history
         fmt = resolve_format(tokenizer, "auto", model.name)
+        stories = Stories(db)
         prompts = PromptService(tokenizer, PromptSettings.from_config(cfg, model.name, fmt), memory=mem,
-                                summaries=Stories(db).summaries)
+                                summaries=stories.summaries, chapter_ending=stories.chapter_ending)
+        if runner is not None:
+            prompts.use_engine(runner)  # memory.rerank
         adapters = adapter_catalog(cfg)
         studio = Studio(runner, prompts, adapters, db, memory=mem,
                         extract_max_items=cfg.memory.extract_max_items, extract_max_chars=cfg.memory.extract_max_chars)

@@ -110,7 +110,8 @@ class OpenAIServer:
                             for m in req.messages]
             except ValueError as exc:
                 raise ApiError(400, str(exc), param="messages") from exc
-            return [PromptRequest(mode="chat", messages=messages, max_tokens=req.requested_max_tokens(), **common)]
+            return [PromptRequest(mode="chat", messages=messages, max_tokens=req.requested_max_tokens(),
+                                  image=_chat_image(req), **common)]
         mode = opts.mode if opts and opts.mode else "raw"
         if mode != "raw" and not (_known(mode) and get_mode(mode).for_writers):
             raise ApiError(400, f"inkstone.mode {mode!r} is not a writing mode", param="inkstone.mode")
@@ -196,6 +197,21 @@ class OpenAIServer:
         if req.stream:
             return stream_response(answer, bool(req.stream_options and req.stream_options.include_usage), release)
         return await json_response(request, answer)
+
+
+def _chat_image(req) -> Optional[object]:
+    """The picture of a chat request (one at most), from a data URL: remote URLs are refused, never fetched."""
+    from ..vision.images import ImageError, image_from_url
+
+    urls = [u for m in req.messages for u in m.image_urls()]
+    if not urls:
+        return None
+    if len(urls) > 1:
+        raise ApiError(400, f"one image per request is supported, not {len(urls)}", param="messages")
+    try:
+        return image_from_url(urls[0])
+    except ImageError as exc:
+        raise ApiError(400, str(exc), param="messages") from exc
 
 
 def _known(mode: str) -> bool:

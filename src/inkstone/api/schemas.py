@@ -87,9 +87,14 @@ class CompletionRequest(_Common):
 
 
 class TextPart(BaseModel):
+    """A part of a message's content: text, or an image as {"url": "data:image/...;base64,..."}."""
     model_config = ConfigDict(extra="ignore")
     type: str
     text: Optional[str] = None
+    image_url: Union[dict, str, None] = None
+
+    def url(self) -> str:
+        return (self.image_url.get("url") if isinstance(self.image_url, dict) else self.image_url) or ""
 
 
 class ChatMessage(BaseModel):
@@ -99,14 +104,20 @@ class ChatMessage(BaseModel):
     name: Optional[str] = None
 
     def text(self) -> str:
+        """The content as text; an image part stands as IMAGE_PLACEHOLDER where it was."""
+        from ..prompting.request import IMAGE_PLACEHOLDER
+
         if self.content is None:
             return ""
         if isinstance(self.content, str):
             return self.content
-        bad = [p.type for p in self.content if p.type != "text"]
+        bad = [p.type for p in self.content if p.type not in ("text", "image_url")]
         if bad:
-            raise ValueError(f"content part of type {bad[0]!r} is not supported (text only)")
-        return "".join(p.text or "" for p in self.content)
+            raise ValueError(f"content part of type {bad[0]!r} is not supported (text and image_url only)")
+        return "".join(IMAGE_PLACEHOLDER if p.type == "image_url" else (p.text or "") for p in self.content)
+
+    def image_urls(self) -> list[str]:
+        return [p.url() for p in self.content or () if not isinstance(self.content, str) and p.type == "image_url"]
 
 
 class ChatRequest(_Common):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Callable, Iterator, Optional, Protocol, Sequence, Union
+from typing import Any, AsyncIterator, Callable, Iterator, Optional, Protocol, Sequence, Union
 
 
 class EngineUnavailable(RuntimeError):
@@ -98,10 +98,13 @@ class Engine(Protocol):
         """Whether a request with this adapter starts without loading it (for a "loading adapter" note)."""
 
     def astream(self, prompt_ids: Sequence[int], params: GenerationParams,
-                adapter: Optional[Adapter] = None) -> AsyncIterator[StreamEvent]:
-        """Generate on the caller's event loop; closing the iterator aborts the request."""
+                adapter: Optional[Adapter] = None, *, image: Any = None) -> AsyncIterator[StreamEvent]:
+        """Generate on the caller's event loop; closing the iterator aborts the request.
+        `image` (a PIL image, as PreparedPrompt.image holds it) goes with a prompt whose ids
+        hold one image token; only a vision model's engine accepts it."""
 
     def stream(self, prompt_ids: Sequence[int], params: GenerationParams, adapter: Optional[Adapter] = None,
-               *, coalesce: bool = True, should_stop: Optional[Callable[[], bool]] = None) -> Iterator[StreamEvent]:
+               *, coalesce: bool = True, should_stop: Optional[Callable[[], bool]] = None,
+               image: Any = None) -> Iterator[StreamEvent]:
         """Generate from any thread; closing the iterator, or should_stop() turning true,
-        aborts the request."""
+        aborts the request. `image`: as for astream."""

@@ -148,6 +148,10 @@ class VllmEngine:
             kwargs["kv_cache_memory_bytes"] = int(s.cpu_kv_cache_gib * (1 << 30))
             kwargs.update(cpu_scheduling(s.max_num_batched_tokens, s.max_model_len))
             kwargs["worker_extension_cls"] = WORKER_HOOK  # per-run LoRA products in the worker (cpu_lora.py)
+        from . import vllm_llava
+
+        if vllm_llava.torchvision_missing():  # LLaVA models (train-vision's) on the CPU install
+            kwargs["hf_overrides"] = vllm_llava.keep_config
         return AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
 
     # ---- supervision: a dead engine core is replaced, not left to fail every request ----
@@ -302,7 +306,7 @@ class VllmEngine:
         )
 
     async def _run(self, put: Callable[[Any], None], prompt_ids: Sequence[int], params: GenerationParams,
-                   adapter: Optional[Adapter]) -> None:
+                   adapter: Optional[Adapter], image: Any = None) -> None:
         """On the engine loop: check, then generate, pushing Accepted, Text deltas and Finished to `put`."""
         from vllm.v1.engine.exceptions import EngineDeadError
 
@@ -310,6 +314,7 @@ class VllmEngine:
         check_fits(len(prompt_ids), params.max_tokens, self.max_model_len)
         sampling, lora = self._sampling(params), self._lora_request(adapter)
         self.check_ready()
+        prompt = self._prompt(prompt_ids, image)
         if lora is not None:
             # Loaded here, not inside the step: a refused adapter is an error for this
             # request, and adapter_ready() is false while the writer waits for it.
@@ -317,9 +322,7 @@ class VllmEngine:
         put(Accepted(len(prompt_ids)))
         n_out, ttft, reason = 0, None, None
         try:
-            async for out in self.engine.generate(
-                {"prompt_token_ids": list(prompt_ids)}, sampling, uuid.uuid4().hex, lora_request=lora
-            ):
+            async for out in self.engine.generate(prompt, sampling, uuid.uuid4().hex, lora_request=lora):
                 completion = out.outputs[0]
                 if ttft is None:
                     ttft = time.perf_counter() - t0
@@ -335,11 +338,21 @@ class VllmEngine:
                                     "try again in a minute") from exc
         put(Finished(n_out, reason, ttft, time.perf_counter() - t0))
 
-    def _submit(self, put: Callable[[Any], None], prompt_ids, params, adapter) -> concurrent.futures.Future:
+    def _prompt(self, prompt_ids: Sequence[int], image: Any) -> dict:
+        """vLLM's prompt: the ids, and the picture for a model that reads one. The ids hold one
+        image token where the picture goes; vLLM widens it to the image's features."""
+        prompt: dict[str, Any] = {"prompt_token_ids": list(prompt_ids)}
+        if image is not None:
+            if not self.engine.model_config.is_multimodal_model:
+                raise ValueError(f"{self.model_name} does not read images; serve a model trained with train-vision")
+            prompt["multi_modal_data"] = {"image": image}
+        return prompt
+
+    def _submit(self, put: Callable[[Any], None], prompt_ids, params, adapter, image=None) -> concurrent.futures.Future:
         """Start one request on the engine loop; every outcome, errors included, ends with END."""
         async def run():
             try:
-                await self._run(put, prompt_ids, params, adapter)
+                await self._run(put, prompt_ids, params, adapter, image)
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:
@@ -352,12 +365,12 @@ class VllmEngine:
     # ---- streaming to threads and to other event loops ------------------------------
     def stream(self, prompt_ids: Sequence[int], params: Optional[GenerationParams] = None,
                adapter: Optional[Adapter] = None, *, coalesce: bool = True,
-               should_stop: Optional[Callable[[], bool]] = None) -> Iterator[StreamEvent]:
+               should_stop: Optional[Callable[[], bool]] = None, image: Any = None) -> Iterator[StreamEvent]:
         """Generate from any thread: Accepted, Text chunks (coalesced to the stream
         interval), Finished. Closing the iterator early, or `should_stop()` turning
         true (a writer's Stop), ends the stream and aborts the request."""
         q: queue.SimpleQueue = queue.SimpleQueue()
-        future = self._submit(q.put, prompt_ids, params or GenerationParams(), adapter)
+        future = self._submit(q.put, prompt_ids, params or GenerationParams(), adapter, image)
         with self._lock:
             self._active_streams += 1
         try:
@@ -369,8 +382,8 @@ class VllmEngine:
                 future.cancel()  # cancels the task on the loop; vLLM aborts the request
 
     def generate_text(self, prompt_ids: Sequence[int], params: Optional[GenerationParams] = None,
-                      adapter: Optional[Adapter] = None) -> str:
-        return "".join(e.text for e in self.stream(prompt_ids, params, adapter) if isinstance(e, Text))
+                      adapter: Optional[Adapter] = None, image: Any = None) -> str:
+        return "".join(e.text for e in self.stream(prompt_ids, params, adapter, image=image) if isinstance(e, Text))
 
     def stream_interval(self) -> float:
         """Seconds between text updates of one stream. It widens with the number of
@@ -382,7 +395,7 @@ class VllmEngine:
         return base * max(1.0, self._active_streams / STREAMS_PER_INTERVAL)
 
     async def astream(self, prompt_ids: Sequence[int], params: Optional[GenerationParams] = None,
-                      adapter: Optional[Adapter] = None) -> AsyncIterator[StreamEvent]:
+                      adapter: Optional[Adapter] = None, *, image: Any = None) -> AsyncIterator[StreamEvent]:
         """Generate on the caller's event loop (not the engine's): tokens hop loops with
         `call_soon_threadsafe`, so no thread waits per stream. Accepted comes first
         (errors raise before any text), then Text deltas (those already waiting are
@@ -396,7 +409,7 @@ class VllmEngine:
             except RuntimeError:  # the caller's loop is gone; the task is being cancelled anyway
                 pass
 
-        future = self._submit(put, prompt_ids, params or GenerationParams(), adapter)
+        future = self._submit(put, prompt_ids, params or GenerationParams(), adapter, image)
         try:
             async for item in _merged_deltas(q):
                 yield item

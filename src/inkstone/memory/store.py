@@ -8,6 +8,13 @@ filtered on kind took 169 ms against 4 ms unfiltered on a collection per kind.
 The per-kind queries of one search run concurrently on a small thread pool
 (Chroma's native code releases the GIL): 9 ms instead of 15 ms for four kinds.
 
+Search is hybrid by default: the dense ranking (cosine similarity of the
+query's vector) and a lexical one (BM25 over CJK characters and bigrams and
+stemmed English words, memory/lexical.py, kept beside Chroma and partitioned the
+same way) are fused by reciprocal rank (score = sum of 1 / (60 + rank)), so an
+entry naming the query's rare names and places rises even where the vectors
+miss it, and a paraphrase sharing no words is still found by its vector.
+
 Vectors come from our own embedder, never from Chroma's default embedding
 function (which would fetch a model from a hub). Writes are not thread-safe by
 design: MemoryAccess (memory/access.py) calls the store from one worker thread.
@@ -26,6 +33,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .embeddings import Embedder
+from .lexical import LexicalIndex
+from .tokens import tokenize
 
 KINDS = ("character", "plot", "world", "dialogue")
 KIND_LABELS = {
@@ -38,6 +47,9 @@ DEFAULT_STORY = "default"
 LAYOUT = "story-kind-v2"  # collection metadata marking this layout
 _LEGACY_PREFIX = "memories-"  # v1: one collection per embedder, story/kind as metadata
 _PAGE = 5000  # rows per read/write while migrating or adding in bulk
+SEARCH_MODES = ("hybrid", "dense", "lexical")
+_RRF_K = 60  # reciprocal rank fusion's constant, as proposed by Cormack et al. (2009), not tuned here
+_DEPTH = 30  # candidates each side gives the fusion (a common depth; not tuned here)
 
 
 class MemoryError_(ValueError):
@@ -66,7 +78,9 @@ class MemoryEntry:
 @dataclass
 class SearchHit:
     entry: MemoryEntry
-    score: float  # cosine similarity, 1 is identical
+    # Higher is better: cosine similarity (dense search), BM25 (lexical) or the
+    # fused reciprocal-rank score (hybrid); compare scores of one search only.
+    score: float
 
 
 def _slug(name: str) -> str:
@@ -86,9 +100,10 @@ class MemoryStore:
     """One writer per folder: the store holds `<db_dir>/.writer.lock` while open, and a
     second process is refused with who holds it (see process_lock.py). Entries made
     with another embedder (or an older layout) are left as they are on open and
-    named in `pending_migration`; `migrate()` moves them, on request only."""
+    named in `pending_migration`; `migrate()` moves them, on request only.
+    `search_mode` is one of SEARCH_MODES (the config's memory.search)."""
 
-    def __init__(self, db_dir: Path, embedder: Embedder):
+    def __init__(self, db_dir: Path, embedder: Embedder, search_mode: str = "hybrid"):
         import chromadb
         from chromadb.config import Settings
 
@@ -97,6 +112,9 @@ class MemoryStore:
         self.db_dir = Path(db_dir)
         self.db_dir.mkdir(parents=True, exist_ok=True)
         self.embedder = embedder
+        if search_mode not in SEARCH_MODES:
+            raise MemoryError_(f"unknown memory search {search_mode!r}; choose one of {', '.join(SEARCH_MODES)}")
+        self.search_mode = search_mode
         self._lock = ProcessLock(self.db_dir / WRITER_LOCK, (
             f"the memory store at {self.db_dir} is open in another Inkstone process (pid {{pid}}); "
             "stop that process, or give this one its own memory.db_dir")).acquire()
@@ -113,6 +131,8 @@ class MemoryStore:
                     col.name, embedding_function=None)
             elif meta.get("layout") == LAYOUT or col.name.startswith(_LEGACY_PREFIX):
                 self.pending_migration.append(col.name)
+        self._lex = LexicalIndex(self.db_dir / f"lexical-{_slug(embedder.name)}.sqlite3")
+        self.rebuilt_parts = self._sync_lexical()  # (story, kind) parts rebuilt from Chroma on this open
 
     def migration_note(self) -> str:
         """What opening found but did not touch, and the command that moves it; '' if nothing."""
@@ -134,7 +154,27 @@ class MemoryStore:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
+        self._lex.close()
         self._lock.release()
+
+    def _sync_lexical(self) -> list[tuple[str, str]]:
+        """Rebuild the lexical parts that are missing, stale or left dirty by a crash,
+        from what Chroma holds; forget those whose collection is gone."""
+        rebuild, gone = self._lex.stale_parts({part: col.count() for part, col in self._cols.items()})
+        self._lex.drop(gone)
+        for part in rebuild:
+            col = self._cols[part]
+            with self._lex.writing(part):
+                self._lex.clear(part)
+                offset = 0
+                while True:
+                    got = col.get(limit=_PAGE, offset=offset, include=["documents", "metadatas"])
+                    if not got["ids"]:
+                        break
+                    self._lex.put(part, [(i, _vector_text((m or {}).get("title", ""), d), d, m or {})
+                                         for i, d, m in zip(got["ids"], got["documents"], got["metadatas"])])
+                    offset += len(got["ids"])
+        return rebuild
 
     # ---- layout -------------------------------------------------------------
     def _collection(self, story: str, kind: str):
@@ -216,7 +256,7 @@ class MemoryStore:
         entry.updated = time.time()
         self._write_many([entry])
         if entry.kind != old_kind:  # written to its new kind first, so a crash here duplicates, never loses
-            self._collection(entry.story, old_kind).delete(ids=[entry.id])
+            self._delete_ids(entry.story, old_kind, [entry.id])
         return entry
 
     def upsert_named(self, kind: str, title: str, text: str, story: str = DEFAULT_STORY,
@@ -235,7 +275,12 @@ class MemoryStore:
         entry = self.get(entry_id)
         if entry is None:
             raise MemoryError_(f"no memory with id {entry_id!r}")
-        self._collection(entry.story, entry.kind).delete(ids=[entry_id])
+        self._delete_ids(entry.story, entry.kind, [entry_id])
+
+    def _delete_ids(self, story: str, kind: str, ids: list[str]) -> None:
+        with self._lex.writing((story, kind)):
+            self._collection(story, kind).delete(ids=ids)
+            self._lex.remove((story, kind), ids)
 
     def get(self, entry_id: str) -> Optional[MemoryEntry]:
         # Ids carry no story, so look in each collection: about 1 ms apiece.
@@ -266,8 +311,8 @@ class MemoryStore:
         cols = self._existing(story, kind)
         if not cols:
             return []
-        per_col = self._query(self.embedder.embed([query]), [c for _, _, c in cols], k)
-        return sorted((h for hits in per_col for h in hits), key=lambda h: -h.score)[:k]
+        dense, lexical = self._rankings(query, cols, k)
+        return self._hits(self._fuse([x for found in dense for x in found], [x for found in lexical for x in found], k))
 
     def search_each_kind(self, query: str, k_per_kind: int = 2, story: Optional[str] = None) -> list[SearchHit]:
         """The best matches of every kind (the query embedded once), best first overall,
@@ -277,21 +322,62 @@ class MemoryStore:
         cols = self._existing(story)
         if not cols:
             return []
-        per_col = self._query(self.embedder.embed([query]), [c for _, _, c in cols], k_per_kind)
-        by_kind: dict[str, list[SearchHit]] = {}
-        for (_, kind, _), hits in zip(cols, per_col):
-            by_kind.setdefault(kind, []).extend(hits)
-        best = [h for hits in by_kind.values() for h in sorted(hits, key=lambda h: -h.score)[:k_per_kind]]
-        return sorted(best, key=lambda h: -h.score)
+        dense, lexical = self._rankings(query, cols, k_per_kind)
+        by_kind: dict[str, tuple[list, list]] = {}
+        for (_, kind, _), d, x in zip(cols, dense, lexical):
+            both = by_kind.setdefault(kind, ([], []))
+            both[0].extend(d)
+            both[1].extend(x)
+        best = [found for d, x in by_kind.values() for found in self._fuse(d, x, k_per_kind)]
+        return self._hits(sorted(best, key=lambda x: -x[2]))
 
-    def _query(self, vec: np.ndarray, cols: list, n: int) -> list[list[SearchHit]]:
-        def one(col) -> list[SearchHit]:
-            got = col.query(query_embeddings=vec, n_results=n, include=["documents", "metadatas", "distances"])
-            return [SearchHit(_entry(i, d, m), 1.0 - float(dist)) for i, d, m, dist in
-                    zip(got["ids"][0], got["documents"][0], got["metadatas"][0], got["distances"][0])]
-        if len(cols) == 1:
-            return [one(cols[0])]
-        return list(self._pool.map(one, cols))
+    def _rankings(self, query: str, cols: list, n: int) -> tuple[list[list[tuple]], list[list[tuple]]]:
+        """Per collection, its best by vector (cosine) and its best by BM25, each found
+        as ((story, kind), id, score); an empty list for the side the search mode
+        leaves out. `n` of each, or _DEPTH for a fusion to choose from. The vector
+        queries run on the pool while this thread scores BM25."""
+        use_dense, use_lexical = self.search_mode != "lexical", self.search_mode != "dense"
+        if use_dense and use_lexical:
+            n = max(n, _DEPTH)
+        dense_jobs = None
+        if use_dense:
+            vec = self.embedder.embed([query])
+            dense_jobs = [self._pool.submit(_dense_query, col, vec, n) for _, _, col in cols]
+        lexical: list[list[tuple]] = [[] for _ in cols]
+        if use_lexical:
+            tokens = tokenize(query)
+            lexical = [[((s, kind), i, score) for i, score in self._lex.search((s, kind), tokens, n)]
+                       for s, kind, _ in cols]
+        dense = [[((s, kind), i, score) for i, score in job.result()] for (s, kind, _), job in zip(cols, dense_jobs)
+                 ] if dense_jobs else [[] for _ in cols]
+        return dense, lexical
+
+    def _fuse(self, dense: list[tuple], lexical: list[tuple], k: int) -> list[tuple]:
+        """The best `k` ((story, kind), id, score), best first: by the one side's own
+        score, or in hybrid mode by reciprocal rank fusion (also when one side found
+        nothing, so that scores of different kinds stay comparable)."""
+        if self.search_mode != "hybrid":
+            return sorted(dense or lexical, key=lambda x: -x[2])[:k]
+        fused: dict[str, list] = {}
+        for ranking in (dense, lexical):
+            for rank, (part, i, _) in enumerate(sorted(ranking, key=lambda x: -x[2])):
+                fused.setdefault(i, [part, i, 0.0])[2] += 1.0 / (_RRF_K + rank + 1)
+        return sorted(map(tuple, fused.values()), key=lambda x: -x[2])[:k]
+
+    def _hits(self, found: list[tuple]) -> list[SearchHit]:
+        """The entries of the ids found, in order. Read from the lexical index's copy
+        (microseconds), and from Chroma for any it lacks (a part left dirty)."""
+        by_part: dict[tuple[str, str], list[str]] = {}
+        for part, i, _ in found:
+            by_part.setdefault(part, []).append(i)
+        known: dict[str, MemoryEntry] = {}
+        for part, ids in by_part.items():
+            known.update({i: _entry(i, doc, meta) for i, (doc, meta) in self._lex.documents(part, ids).items()})
+            lacking = [i for i in ids if i not in known]
+            if lacking and part in self._cols:
+                got = self._cols[part].get(ids=lacking, include=["documents", "metadatas"])
+                known.update({i: _entry(i, d, m) for i, d, m in zip(got["ids"], got["documents"], got["metadatas"])})
+        return [SearchHit(known[i], score) for _, i, score in found if i in known]
 
     # ---- stories --------------------------------------------------------------
     def delete_story(self, story: str) -> int:
@@ -299,8 +385,10 @@ class MemoryStore:
         removed = 0
         for s, kind, col in self._existing(story):
             removed += col.count()
-            self._client.delete_collection(col.name)
-            del self._cols[(s, kind)]
+            with self._lex.writing((s, kind)):
+                self._client.delete_collection(col.name)
+                del self._cols[(s, kind)]
+                self._lex.clear((s, kind))
         return removed
 
     def _write_many(self, entries: list[MemoryEntry], embeddings: Optional[np.ndarray] = None) -> None:
@@ -316,10 +404,19 @@ class MemoryStore:
             col = self._collection(story, kind)
             for start in range(0, len(idx), _PAGE):
                 part = idx[start:start + _PAGE]
-                col.upsert(
-                    ids=[entries[i].id for i in part], documents=[entries[i].text for i in part],
-                    metadatas=[_metadata(entries[i]) for i in part], embeddings=embeddings[part],
-                )
+                with self._lex.writing((story, kind)):
+                    col.upsert(
+                        ids=[entries[i].id for i in part], documents=[entries[i].text for i in part],
+                        metadatas=[_metadata(entries[i]) for i in part], embeddings=embeddings[part],
+                    )
+                    self._lex.put((story, kind), [(entries[i].id, _vector_text(entries[i].title, entries[i].text),
+                                                   entries[i].text, _metadata(entries[i])) for i in part])
+
+
+def _dense_query(col, vec: np.ndarray, n: int) -> list[tuple[str, float]]:
+    # Ids and distances only: the few entries a search returns are read afterwards.
+    got = col.query(query_embeddings=vec, n_results=n, include=["distances"])
+    return [(i, 1.0 - float(dist)) for i, dist in zip(got["ids"][0], got["distances"][0])]
 
 
 def _metadata(entry: MemoryEntry) -> dict:

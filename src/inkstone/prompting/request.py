@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from ..memory.store import MemoryEntry
 from ..story.stories import DEFAULT_STORY
+
+
+# Where a picture goes in a prompt: one token that a vision model's engine widens to the image's features.
+IMAGE_PLACEHOLDER = "<image>"
 
 
 def story_name(name: Optional[str]) -> str:
@@ -26,6 +30,7 @@ class PromptRequest:
     use_memory: bool = True
     # Tokens to generate; None: the configured default (raw and chat: shortened to what fits).
     max_tokens: Optional[int] = None
+    image: Any = None  # describe, scene (and chat): an RGB PIL image for a vision model
 
 
 @dataclass
@@ -52,6 +57,7 @@ class PreparedPrompt:
     story_chars_dropped: int = 0  # the oldest part of the story so far, cut to fit
     memories_dropped: int = 0  # retrieved but left out for want of room
     json_schema: Optional[dict] = None  # modes with an output schema constrain decoding with it
+    image: Any = None  # the request's picture: callers hand it to the engine with token_ids
 
     @property
     def memory_entries(self) -> list[MemoryEntry]:

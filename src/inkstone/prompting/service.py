@@ -18,8 +18,9 @@ from ..memory.access import MemoryAccess
 from ..memory.store import MemoryEntry
 from ..prompt_format import encode, memory_block, render
 from .assembly import entry_line, fit_writing, pick_memories
+from .memory_rerank import MemoryReranker
 from .modes import Mode, get_mode
-from .request import PreparedPrompt, PromptRequest, story_name
+from .request import IMAGE_PLACEHOLDER, PreparedPrompt, PromptRequest, story_name
 
 
 @dataclass
@@ -31,23 +32,33 @@ class PromptSettings:
     max_tokens: int = 512  # a request's default
     memory_items: int = 8  # retrieved per generation, all kinds together
     memory_token_budget: int = 1024
+    memory_rerank: bool = False  # the running model reorders the memories found (use_engine)
 
     @classmethod
     def from_config(cls, cfg, model_name: str, prompt_format: str) -> "PromptSettings":
         return cls(model_name=model_name, max_model_len=cfg.model.max_model_len, prompt_format=prompt_format,
                    system_prompt=cfg.inference.system_prompt, max_tokens=cfg.inference.max_tokens,
-                   memory_items=cfg.memory.max_memory_items, memory_token_budget=cfg.memory.context_token_budget)
+                   memory_items=cfg.memory.max_memory_items, memory_token_budget=cfg.memory.context_token_budget,
+                   memory_rerank=cfg.memory.rerank)
 
 
 class PromptService:
     def __init__(self, tokenizer, settings: PromptSettings, memory: Optional[MemoryAccess] = None,
-                 summaries: Optional[Callable[[str], Sequence[str]]] = None):
+                 summaries: Optional[Callable[[str], Sequence[str]]] = None,
+                 chapter_ending: Optional[Callable[[str], str]] = None):
         self.tokenizer = tokenizer
         self.settings = settings
         self.memory = memory
         self._summaries = summaries
+        self._chapter_ending = chapter_ending  # story -> the end of its last accepted chapter
+        self.reranker: Optional[MemoryReranker] = None  # set by use_engine when memory_rerank is on
         # Tokenizing a long story takes a while: callers on an event loop use `aprepare`.
         self._workers = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="prompt")
+
+    def use_engine(self, engine) -> None:
+        """The engine that reranks memories, when the settings ask for a rerank."""
+        if self.settings.memory_rerank:
+            self.reranker = MemoryReranker(engine, self.prepare)
 
     @property
     def prompt_format(self) -> str:
@@ -62,7 +73,24 @@ class PromptService:
         build = {"writing": self._writing, "task": self._task, "raw": self._raw, "chat": self._chat}[mode.layout]
         prepared = build(req, instruction, memories, story)
         prepared.mode, prepared.story = mode.name, story
+        prepared.image = req.image
+        self._check_image_tokens(prepared)
         return prepared
+
+    def _check_image_tokens(self, prepared: PreparedPrompt) -> None:
+        """A picture goes with exactly one image token, and text alone with none: vLLM
+        would otherwise wait for a picture that never comes, or lose one."""
+        if not hasattr(self, "_image_token"):  # looked up once: the vocabulary is large
+            self._image_token = self.tokenizer.get_vocab().get(IMAGE_PLACEHOLDER)
+        if prepared.image is not None and self._image_token is None:
+            raise ValueError(f"{self.settings.model_name} does not read images; serve a model trained with "
+                             "train-vision")
+        found = prepared.token_ids.count(self._image_token) if self._image_token is not None else 0
+        wanted = 1 if prepared.image is not None else 0
+        if found != wanted:
+            raise ValueError(f"the prompt holds {found} image token(s) ({IMAGE_PLACEHOLDER}) for {wanted} picture(s); "
+                             f"remove {IMAGE_PLACEHOLDER} from the text" if found > wanted else
+                             f"this mode does not take a picture; choose describe or scene")
 
     async def aprepare(self, req: PromptRequest) -> PreparedPrompt:
         return await asyncio.get_running_loop().run_in_executor(self._workers, self.prepare, req)
@@ -87,7 +115,20 @@ class PromptService:
     def _relevant(self, mode: Mode, req: PromptRequest, story: str) -> list[MemoryEntry]:
         if not req.use_memory or self.memory is None:
             return []
-        return self.memory.relevant(mode.memory_query(req), story=story, limit=self.settings.memory_items)
+        query, limit = mode.memory_query(req), self.settings.memory_items
+        if self.reranker is None:
+            return self.memory.relevant(query, story=story, limit=limit)
+        # The model sees twice the memories a prompt takes, and the prompt takes its best.
+        return self.reranker.rerank(query, self.memory.relevant(query, story=story, limit=2 * limit))[:limit]
+
+    def _story_so_far(self, story: str, draft: str) -> str:
+        """The draft after the last accepted chapter, preceded by that chapter's ending, so a
+        new chapter starts where the last one stopped. A draft that already holds the ending
+        (a client that sends the whole story) gets nothing added."""
+        ending = self._chapter_ending(story) if self._chapter_ending else ""
+        if not ending or ending[-40:] in draft:  # 40 characters: a sentence or two, unlikely by chance
+            return draft
+        return ending + "\n\n" + draft if draft else ending
 
     def _default_max_tokens(self, req: PromptRequest) -> int:
         return req.max_tokens if req.max_tokens is not None else self.settings.max_tokens
@@ -98,8 +139,9 @@ class PromptService:
         mode = get_mode(req.mode)
         summaries = list(self._summaries(story)) if (mode.summaries and req.use_memory and self._summaries) else []
         max_tokens = self._default_max_tokens(req)
+        story_text = self._story_so_far(story, req.story_text) if mode.summaries else req.story_text
         fitted = fit_writing(self.tokenizer, fmt=s.prompt_format, system=s.system_prompt, instruction=instruction,
-                             story=req.story_text, memories=memories, summaries=summaries,
+                             story=story_text, memories=memories, summaries=summaries,
                              max_model_len=s.max_model_len, max_tokens=max_tokens,
                              memory_token_budget=s.memory_token_budget)
         return PreparedPrompt(mode=req.mode, story=story, text=fitted.text, token_ids=fitted.ids, max_tokens=max_tokens,

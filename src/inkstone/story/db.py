@@ -41,6 +41,11 @@ CREATE TABLE IF NOT EXISTS history (
     finished REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS history_story ON history(story, started);
+CREATE TABLE IF NOT EXISTS drafts (
+    story TEXT PRIMARY KEY,
+    text TEXT NOT NULL,
+    updated REAL NOT NULL
+);
 """
 
 # Columns added after the first release: (table, column, declaration). Older files get them on open.

@@ -64,6 +64,16 @@ class History:
         with self.db.connect() as con:
             return [_entry(r) for r in con.execute(sql, args).fetchall()]
 
+    def measured_speed(self, limit: int = 20) -> Optional[float]:
+        """Tokens per second of the recent runs as a writer waits for them (first token
+        included), the median of the last `limit` that wrote something; None before any."""
+        with self.db.connect() as con:
+            rows = con.execute("SELECT output_tokens, finished - started AS s FROM history "
+                               "WHERE output_tokens >= 16 AND finished > started ORDER BY id DESC LIMIT ?",
+                               (int(limit),)).fetchall()
+        rates = sorted(r["output_tokens"] / r["s"] for r in rows)
+        return rates[len(rates) // 2] if rates else None
+
     def delete(self, entry_id: int) -> bool:
         with self.db.connect() as con:
             return con.execute("DELETE FROM history WHERE id = ?", (int(entry_id),)).rowcount > 0

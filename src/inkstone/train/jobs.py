@@ -179,9 +179,9 @@ def new_run_name(prefix: str = "run") -> str:
     return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def start_training(cfg, run_name: str, options: dict) -> TrainJob:
-    """Start `start.py train` as a child process with the parent's effective config.
-    `options` map flag names to values (True adds a bare flag, False/None leave it out)."""
+def start_training(cfg, run_name: str, options: dict, command: str = "train") -> TrainJob:
+    """Start `start.py train` (or `command`: train-vision) as a child process with the parent's
+    effective config. `options` map flag names to values (True adds a bare flag, False/None leave it out)."""
     from ..config import dump_config
 
     if not re.fullmatch(r"(?!\.+$)[A-Za-z0-9._-]+", run_name or ""):  # "." and ".." would leave the runs folder
@@ -196,7 +196,7 @@ def start_training(cfg, run_name: str, options: dict) -> TrainJob:
         raise ValueError(f"a run named {run_name!r} is being started already") from None
     frozen = dump_config(cfg, run_dir / "config.json")
     project_root = Path(cfg.root)
-    argv = [sys.executable, str(project_root / "start.py"), "--config", str(frozen), "train", "--run-name", run_name]
+    argv = [sys.executable, str(project_root / "start.py"), "--config", str(frozen), command, "--run-name", run_name]
     for flag, value in options.items():
         if value is None or value is False:
             continue

@@ -228,17 +228,20 @@ def save_adapter_atomically(model, tokenizer, out: Path) -> Path:
     return final
 
 
-def _resume_point(args: TrainArgs, out: Path, log: ProgressLog) -> Optional[Path]:
-    if args.resume == "latest":
-        resume = latest_checkpoint(out)
+def resume_point(resume_arg: Optional[str], out: Path, log: ProgressLog, *,
+                 latest=latest_checkpoint, is_complete=is_complete_checkpoint) -> Optional[Path]:
+    """The checkpoint `--resume` names ("latest": the newest complete one in `out`), or None.
+    Vision runs pass their own finder and completeness rule (their checkpoints differ)."""
+    if resume_arg == "latest":
+        resume = latest(out)
         if resume is None:
             log.emit("note", message="no complete checkpoint to resume from; starting fresh")
         return resume
-    if args.resume:
-        resume = Path(args.resume)
+    if resume_arg:
+        resume = Path(resume_arg)
         if not resume.is_dir():
             raise FileNotFoundError(f"checkpoint to resume from not found: {resume}")
-        if not is_complete_checkpoint(resume):
+        if not is_complete(resume):
             raise FileNotFoundError(f"{resume} is not a complete checkpoint (its save was interrupted)")
         return resume
     return None
@@ -305,7 +308,7 @@ def _run_training(args: TrainArgs) -> Path:
                                       stop_on_loss_rise=t.stop_on_loss_rise, stop_flag=stop_flag)
     targs = training_arguments(t, out, blocks, bf16=dtype == torch.bfloat16, checkpointing=checkpointing)
     trainer = build_trainer(model, targs, blocks, progress=progress, fused=fused)
-    fit(trainer, _resume_point(args, out, log), log, stop_flag)
+    fit(trainer, resume_point(args.resume, out, log), log, stop_flag)
     return finish_run(trainer, tokenizer, out, log, progress, blocks, stop_flag)
 
 

@@ -1,4 +1,4 @@
-"""The Gradio app: six tabs over one Runtime.
+"""The Gradio app: the open story above seven tabs, over one Runtime.
 
 Handlers never touch vLLM or ChromaDB themselves: generations go through the
 Studio (prompt service → engine → history), memory through its own thread.
@@ -16,6 +16,7 @@ from typing import Optional
 
 import gradio as gr
 
+from ..prompting import DEFAULT_STORY, story_name
 from ..runtime import Runtime
 from ..train.jobs import TrainJob
 from .access import api_guarded, check_exposure, gradio_session_user
@@ -23,9 +24,12 @@ from .i18n import i18n
 from .compare_tab import create_compare_tab
 from .history_tab import create_history_tab
 from .memory_tab import create_memory_tab
+from .recut_tab import create_recut_tab
 from .settings_tab import create_settings_tab
+from .story_tab import create_story_tab
 from .stopping import StopSignals
 from .train_tab import create_train_tab
+from .vocab_tab import create_vocab_tab
 from .write_tab import create_write_tab
 
 log = logging.getLogger(__name__)
@@ -71,21 +75,42 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 gr.Markdown("What the studio did instead of what the config asked, and why. "
                             "Everything works; these say what to change for the full setup.\n\n"
                             + "\n".join(f"- {n}" for n in ctx.notes))
+        # The open story, shared by every tab: each reloads its part when it changes.
+        story = gr.Dropdown(ctx.studio.stories.names(), value=DEFAULT_STORY, label=i18n("story_current"),
+                            allow_custom_value=True)
         with gr.Tabs():
             with gr.Tab(i18n("tab_write")):
-                create_write_tab(ctx)
+                create_write_tab(ctx, story)
+            with gr.Tab(i18n("tab_story")):
+                create_story_tab(ctx, story)
             with gr.Tab(i18n("tab_memory")):
-                create_memory_tab(ctx)
-            with gr.Tab(i18n("tab_compare")):
-                create_compare_tab(ctx)
+                create_memory_tab(ctx, story)
+            with gr.Tab(i18n("tab_compare")) as compare_tab:
+                compare = create_compare_tab(ctx, story)
             with gr.Tab(i18n("tab_history")):
-                create_history_tab(ctx)
+                create_history_tab(ctx, story)
+            with gr.Tab(i18n("tab_recut")):
+                create_recut_tab(ctx)
+            with gr.Tab(i18n("tab_vocab")):
+                create_vocab_tab(ctx)
             with gr.Tab(i18n("tab_train")):
                 create_train_tab(ctx)
             with gr.Tab(i18n("tab_settings")):
-                create_settings_tab(ctx)
+                settings_status, settings_box = create_settings_tab(ctx)
+        # A returning writer finds the story they worked on last, draft and all.
+        demo.load(lambda: open_latest_story(ctx), None, story, api_name=False)
+        demo.load(settings_status, None, settings_box, api_name=False)
+        # Compare starts from the same draft as Write (saved there when it loses focus).
+        compare_tab.select(lambda s: ctx.studio.stories.draft(story_name(s)), story, compare["story_text"],
+                           api_name=False)
     demo.queue(default_concurrency_limit=ctx.cfg.webui.concurrency, max_size=None)
     return demo
+
+
+def open_latest_story(ctx) -> gr.Dropdown:
+    overview = ctx.studio.stories.overview()
+    latest = overview[0]["name"] if overview else DEFAULT_STORY
+    return gr.Dropdown(choices=[s["name"] for s in overview], value=latest)
 
 
 class PortInUse(RuntimeError):

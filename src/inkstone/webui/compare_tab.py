@@ -16,7 +16,7 @@ import gradio as gr
 from ..api.streams import iterate_merged
 from ..checkpoints import AdapterError
 from ..engine.contract import EngineUnavailable, Finished, GenerationParams, Text
-from ..prompting import DEFAULT_STORY, PromptRequest
+from ..prompting import PromptRequest, story_name
 from .i18n import i18n
 from .write_tab import BASE_CHOICE, adapter_choices, context_meter, preload_adapter
 
@@ -88,13 +88,12 @@ def keep(story_text: str, text: str) -> str:
     return (story_text or "") + (text or "")
 
 
-def create_compare_tab(ctx) -> dict:
+def create_compare_tab(ctx, story) -> dict:
+    """`story` is the app's open-story dropdown; the story text starts as its draft."""
     inf = ctx.cfg.inference
     studio = ctx.studio
     interval = ctx.cfg.inference.stream_interval_ms / 1000.0
-    with gr.Row():
-        story = gr.Textbox(label=i18n("story"), value=DEFAULT_STORY, max_lines=1, scale=1)
-        use_memory = gr.Checkbox(value=True, label=i18n("use_memory"), scale=1)
+    use_memory = gr.Checkbox(value=True, label=i18n("use_memory"))
     story_text = gr.Textbox(label=i18n("story_text"), lines=8, max_lines=30)
     instruction = gr.Textbox(label=i18n("instruction"), lines=2)
     with gr.Accordion(i18n("compare_shared"), open=False):
@@ -141,7 +140,9 @@ def create_compare_tab(ctx) -> dict:
     # Stop raises a flag: the handler ends every stream (the engine aborts them) and keeps the text.
     stop.click(stop_comparing, None, None, api_name="compare_stop")
     for i, (btn, out) in enumerate(zip(keeps, outputs)):
-        btn.click(keep, [story_text, out], story_text, api_name=f"compare_keep_{i + 1}")
+        btn.click(keep, [story_text, out], story_text, api_name=f"compare_keep_{i + 1}").then(
+            lambda name, text: studio.stories.save_draft(story_name(name), text or ""), [story, story_text], None,
+            api_name=False)
     refresh.click(lambda: [gr.Dropdown(choices=compare_choices(ctx.adapters)) for _ in models], None, models,
                   api_name="compare_models")
     for model in models:

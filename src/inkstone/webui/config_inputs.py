@@ -7,7 +7,7 @@ import gradio as gr
 from pydantic.fields import FieldInfo
 
 from ..config_flags import value_type
-from .i18n import EN, i18n
+from .i18n import EN, ZH, i18n
 
 
 def config_input(cfg, key: str) -> gr.components.Component:
@@ -18,6 +18,8 @@ def config_input(cfg, key: str) -> gr.components.Component:
     section = getattr(cfg, section_name)
     field = type(section).model_fields[name]
     label, info = (i18n(name), field.description) if name in EN else (field.description or key, None)
+    if f"{name}_info" in ZH:  # the description, translated (English pages show the schema's own words)
+        info = i18n(f"{name}_info")
     kind = value_type(field)
     value = getattr(section, name)
     if kind is bool:

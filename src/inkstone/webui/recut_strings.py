@@ -1,3 +1,33 @@
 """UI strings of the Recut tab, in English and Chinese (merged into i18n.py)."""
-EN: dict[str, str] = {}
-ZH: dict[str, str] = {}
+EN: dict[str, str] = {
+    "tab_recut": "Recut",
+    "recut_subtitles": "Episode subtitles (.srt, .vtt, .ass)",
+    "recut_video": "Episode video (optional: the cut is rendered)",
+    "recut_target": "Share of the running time to keep",
+    "recut_lang": "Language (auto: detected from the subtitles)",
+    "recut_hook": "Allow a hook clip from later in the episode at the start",
+    "recut_run": "Cut",
+    "recut_status": "Status",
+    "recut_clips": "Clips (edit: delete a row, add a row with cue ids, tick the hook; times come from the cues)",
+    "recut_apply": "Apply edits and export again",
+    "recut_preview": "Preview",
+    "recut_preview_srt": "The cut's subtitles, re-timed from 0",
+    "recut_downloads": "Exports",
+    "recut_folder": "Output folder",
+}
+ZH: dict[str, str] = {
+    "tab_recut": "字幕重剪",
+    "recut_subtitles": "本集字幕（.srt、.vtt、.ass）",
+    "recut_video": "本集视频（可选：会渲染成片）",
+    "recut_target": "保留时长占比",
+    "recut_lang": "语言（auto：按字幕自动识别）",
+    "recut_hook": "允许把后面的一段放到开头作钩子",
+    "recut_run": "剪辑",
+    "recut_status": "状态",
+    "recut_clips": "片段（可编辑：删行、按字幕编号加行、勾选钩子；时间取自字幕）",
+    "recut_apply": "应用修改并重新导出",
+    "recut_preview": "预览",
+    "recut_preview_srt": "成片字幕（从 0 开始重新计时）",
+    "recut_downloads": "导出文件",
+    "recut_folder": "输出文件夹",
+}

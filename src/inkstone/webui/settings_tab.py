@@ -6,44 +6,68 @@ import time
 import gradio as gr
 
 from ..system_info import device_summary
-from .i18n import i18n
+from .i18n import i18n, lang_of
 
 
-def status_markdown(ctx) -> str:
+LABELS = {  # (English, 中文)
+    "model": ("Model", "模型"), "format": ("prompt format", "提示格式"), "context": ("Context", "上下文"),
+    "tokens": ("tokens", "词元"), "started": ("started {t} ago", "已运行 {t}"), "engine": ("Engine", "引擎"),
+    "device": ("Device", "设备"), "memory": ("Memory store", "记忆库"), "entries": ("entries", "条"),
+    "embedder": ("embedder", "嵌入模型"), "adapters": ("Adapters", "适配器"), "none": ("none yet", "暂无"),
+    "ready": ("ready", "就绪"), "restarting": ("⚠ engine restarting after a crash", "⚠ 引擎崩溃后正在重启"),
+    "failed": ("⚠ the engine could not be restarted; see the server log", "⚠ 引擎无法重启，请查看服务器日志"),
+    "restarted": ("restarted {n}× (last took {s} s)", "已重启 {n} 次（上次用时 {s} 秒）"),
+    "speed": ("Measured speed", "实测速度"), "tok_s": ("{r:.1f} tok/s (median of recent runs)", "{r:.1f} 词元/秒（近期运行中位数）"),
+}
+
+
+def status_markdown(ctx, request=None) -> str:
+    zh = lang_of(request) == "zh"
+
+    def t(key: str, **kw) -> str:
+        return LABELS[key][zh].format(**kw)
+
     engine, memory = ctx.engine, ctx.memory
-    uptime = f"{time.time() - engine.started_at:.0f} s" if engine.started_at else "—"
+    uptime = t("started", t=f"{time.time() - engine.started_at:.0f} s") if engine.started_at else "—"
     adapters = ctx.adapters.available()
     count = memory.call("count") if memory is not None else "—"
     embedder = memory.store.embedder.name if memory is not None else "—"
+    rate = ctx.studio.history.measured_speed()
     lines = [
-        f"- **Model**: `{engine.model_name}` at `{engine.settings.model_path}` "
-        f"(prompt format: {ctx.rt.prompts.prompt_format})",
-        f"- **Context**: {engine.max_model_len} tokens · started {uptime} ago",
-        f"- **Engine**: {_engine_state(engine)}",
-        f"- **Device**: {device_summary()}",
-        f"- **Memory store**: {count} entries · embedder `{embedder}`",
-        f"- **Adapters** ({len(adapters)}): " + (", ".join(f"`{n}`" for n in sorted(adapters)) or "none yet"),
+        f"- **{t('model')}**: `{engine.model_name}` at `{engine.settings.model_path}` "
+        f"({t('format')}: {ctx.rt.prompts.prompt_format})",
+        f"- **{t('context')}**: {engine.max_model_len} {t('tokens')} · {uptime}",
+        f"- **{t('engine')}**: {_engine_state(engine, t)}",
+        f"- **{t('speed')}**: {t('tok_s', r=rate) if rate else '—'}",
+        f"- **{t('device')}**: {device_summary()}",
+        f"- **{t('memory')}**: {count} {t('entries')} · {t('embedder')} `{embedder}`",
+        f"- **{t('adapters')}** ({len(adapters)}): " + (", ".join(f"`{n}`" for n in sorted(adapters)) or t("none")),
     ]
     lines += [f"- ⚠️ {n}" for n in ctx.notes]
     return "\n".join(lines)
 
 
-def _engine_state(engine) -> str:
+def _engine_state(engine, t) -> str:
     h = engine.health()
-    text = {"ready": "ready", "restarting": "⚠ engine restarting after a crash",
-            "failed": "⚠ the engine could not be restarted; see the server log"}.get(h["state"], h["state"])
+    text = t(h["state"]) if h["state"] in ("ready", "restarting", "failed") else h["state"]
     done = [r for r in h["restarts"] if "restart_s" in r]
     if done:
-        text += f" · restarted {len(done)}× (last took {done[-1]['restart_s']} s)"
+        text += " · " + t("restarted", n=len(done), s=done[-1]["restart_s"])
     return text
 
 
-def create_settings_tab(ctx) -> None:
-    status = gr.Markdown(value=lambda: status_markdown(ctx), label=i18n("status"))
+def create_settings_tab(ctx):
+    """Returns the loader the app runs when a page opens (it needs the page's language)."""
+    status = gr.Markdown(label=i18n("status"))
     refresh = gr.Button(i18n("refresh"))
-    refresh.click(lambda: status_markdown(ctx), None, status, api_name="status")
+
+    def shown(request: gr.Request):
+        return status_markdown(ctx, request)
+
+    refresh.click(shown, None, status, api_name="status")
     cfg_view = ctx.cfg.model_dump(mode="json")
     for secret in ("password", "api_key"):
         if cfg_view["webui"].get(secret):
             cfg_view["webui"][secret] = "********"
     gr.JSON(value=cfg_view, label="config")
+    return shown, status

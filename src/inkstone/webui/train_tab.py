@@ -13,7 +13,8 @@ from ..config_flags import by_section, flag_options
 from ..train.jobs import RunStatus, compare_runs, new_run_name, start_training
 from ..train.qlora import prepared_split
 from .config_inputs import config_rows
-from .i18n import i18n
+from .i18n import i18n, say
+from .train_vision import create_vision_section
 
 # The config fields the tab offers, in this order: the train_start API takes their values in it too.
 TAB_FIELDS = ["train.epochs", "train.batch_size", "train.grad_accum", "train.lr", "train.lora_r",
@@ -43,10 +44,10 @@ def loss_frame(st: RunStatus) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["step", "loss", "series"])
 
 
-def train_status(ctx) -> tuple[str, pd.DataFrame]:
+def train_status(ctx, request=None) -> tuple[str, pd.DataFrame]:
     job = ctx.train_job
     if job is None:
-        return "No training run started in this session.", pd.DataFrame({"step": [], "loss": [], "series": []})
+        return say(request, "no_run"), pd.DataFrame({"step": [], "loss": [], "series": []})
     st = job.status()
     if st.adapter:
         ctx.adapters.register(st.adapter, name=f"{st.run}/adapter", trusted=True)  # our own run
@@ -123,12 +124,19 @@ def create_train_tab(ctx) -> None:
                 stop = gr.Button(i18n("stop_train"), variant="stop")
         with gr.Column():
             status = gr.HTML()
-            plot = gr.LinePlot(x="step", y="loss", color="series", label=i18n("loss"))
+            # Hidden until there is a run: an empty plot shows a stray "-Infinity" legend.
+            plot = gr.LinePlot(x="step", y="loss", color="series", label=i18n("loss"), visible=False)
+
+    def tick(request: gr.Request):
+        text, losses = train_status(ctx, request)
+        return text, gr.LinePlot(value=losses, visible=True) if ctx.train_job is not None else gr.skip()
+
     timer = gr.Timer(2.0)
-    timer.tick(lambda: train_status(ctx), None, [status, plot], api_name=False, show_progress="hidden")
+    timer.tick(tick, None, [status, plot], api_name=False, show_progress="hidden")
     start.click(lambda *a: start_run(ctx, *a), [data, run_name, *settings], run_name, api_name="train_start")
     stop.click(lambda: stop_run(ctx), None, status, api_name="train_stop")
     gr.Button(i18n("refresh"), size="sm").click(lambda: train_status(ctx), None, [status, plot], api_name="train_status")
+    create_vision_section(ctx)
     with gr.Accordion(i18n("compare_runs"), open=False):
         runs = gr.Dataframe(value=lambda: runs_table(ctx), interactive=False)
         gr.Button(i18n("refresh"), size="sm").click(lambda: runs_table(ctx), None, runs, api_name="train_compare")

@@ -29,6 +29,7 @@ from ..prompting.modes.extract_memory import Proposal
 from ..story.db import StudioDB
 from ..story.history import History, HistoryEntry
 from ..story.stories import Stories
+from ..story.summary_check import summary_problem
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,14 @@ class _Run:
             self.parts.append(ev.text)
         elif isinstance(ev, Finished):
             self.finished = ev
+
+
+@dataclasses.dataclass
+class AcceptedChapter:
+    chapter_id: int
+    proposals: list[Proposal]
+    summary: str  # as stored ('' when refused)
+    summary_problem: Optional[str]  # why no summary was stored
 
 
 class Studio:
@@ -82,7 +91,7 @@ class Studio:
         yield prepared
         with self._recorded(run):
             for ev in self.engine.stream(prepared.token_ids, run.params, self.adapters.resolve(adapter),
-                                         should_stop=should_stop):
+                                         should_stop=should_stop, image=prepared.image):
                 run.see(ev)
                 yield ev
 
@@ -92,7 +101,8 @@ class Studio:
         API send one prompt to several models or samples): Accepted, Text deltas, Finished."""
         run = _Run(prepared, req, self._params(params, prepared), adapter, source)
         with self._recorded(run):
-            async for ev in self.engine.astream(prepared.token_ids, run.params, self.adapters.resolve(adapter)):
+            async for ev in self.engine.astream(prepared.token_ids, run.params, self.adapters.resolve(adapter),
+                                                image=prepared.image):
                 run.see(ev)
                 yield ev
 
@@ -172,14 +182,28 @@ class Studio:
         text = "".join(ev.text for ev in self.engine.stream(prepared.token_ids, params) if isinstance(ev, Text))
         return mode.parse(text)
 
-    def accept_chapter(self, story: str, title: str, text: str, **extract_kw) -> tuple[int, list[Proposal]]:
+    def accept_chapter(self, story: str, title: str, text: str, **extract_kw) -> AcceptedChapter:
         """Keep a chapter in the story, then propose memories from it (nothing stored
-        until the user accepts). Returns (chapter id, proposals)."""
+        until the user accepts) and summarize it. A summary the model botches (empty,
+        digits, one character repeated) is asked for once more on its own; if that fails
+        too, none is stored and the writer is told why (the chapter's opening stands in)."""
         chapter = self.stories.add_chapter(story, title, text)
         summary, proposals = self.extract(text, **extract_kw)
-        if summary:
+        if summary_problem(summary):
+            summary = self.summarize(text)
+        problem = summary_problem(summary)
+        if not problem:
             self.stories.set_summary(chapter.id, summary)
-        return chapter.id, proposals
+        return AcceptedChapter(chapter.id, proposals, "" if problem else summary, problem)
+
+    def summarize(self, text: str, max_tokens: int = 160) -> str:
+        """A proposed summary of a chapter's text (stored only through `stories.set_summary`)."""
+        prepared = self.prompts.prepare(PromptRequest(mode="summarize", passage=text, use_memory=False,
+                                                      max_tokens=max_tokens))
+        params = GenerationParams(temperature=0.3, top_p=0.9, top_k=40, max_tokens=prepared.max_tokens,
+                                  repetition_penalty=1.15, seed=0, stop=("\n\n",))
+        out = "".join(ev.text for ev in self.engine.stream(prepared.token_ids, params) if isinstance(ev, Text))
+        return out.strip()
 
     def apply_proposals(self, story: str, chapter_title: str, accepted: list[Proposal]) -> list[str]:
         return [self._memory().call("upsert_named", p.kind, p.title, p.text, story=story, chapter=chapter_title).id

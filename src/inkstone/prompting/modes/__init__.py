@@ -60,4 +60,4 @@ def writing_query(req: PromptRequest) -> str:
 
 
 # Registration order is the order the UI lists them in.
-from . import continue_writing, rewrite, outline, extract_memory, raw, chat  # noqa: E402,F401
+from . import continue_writing, rewrite, outline, extract_memory, summarize_chapter, raw, chat, recut, vocab_story, vocab_revise, rerank_memory, describe_image, scene_from_image  # noqa: E402,F401,E501
