@@ -150,7 +150,11 @@ def test_vllm_captions_as_transformers_does(stage2, vision_engine):
     from inkstone.engine.contract import GenerationParams
     from inkstone.prompting.request import PromptRequest
     from inkstone.prompting.service import PromptService, PromptSettings
+    from inkstone.adapter_catalog import AdapterCatalog
+    from inkstone.engine.contract import Text
+    from inkstone.story.db import StudioDB
     from inkstone.vision.reference import greedy_captions
+    from inkstone.writing.studio import Studio
 
     model_dir = stage2 / MODEL_DIRNAME  # LoRA merged, tower trained: every part differs from its start
     images = held_out(6)
@@ -158,13 +162,15 @@ def test_vllm_captions_as_transformers_does(stage2, vision_engine):
     service = PromptService(AutoTokenizer.from_pretrained(model_dir),
                             PromptSettings(model_name=MODEL_DIRNAME, max_model_len=256, max_tokens=20))
     params = GenerationParams(temperature=0.0, top_p=1.0, top_k=0, max_tokens=20, repetition_penalty=1.0)
+    # Through the Studio, as the Write tab and the API ask: prompt service -> engine (with the picture) -> History.
+    studio = Studio(vision_engine, service, AdapterCatalog((), 8), StudioDB(stage2 / "studio.sqlite3"))
     try:
-        got = []
-        for image in images:
-            prepared = service.prepare(PromptRequest(mode="describe", image=image, use_memory=False))
-            got.append(vision_engine.generate_text(prepared.token_ids, params, image=prepared.image))
+        got = ["".join(ev.text for ev in studio.write(PromptRequest(mode="describe", image=image, use_memory=False),
+                                                      params, source="write") if isinstance(ev, Text))
+               for image in images]
     finally:
         service.close()
     assert all(e.strip() for e in expected)
     assert got == expected
+    assert [e.output for e in reversed(studio.history.list())] == got
 
