@@ -99,12 +99,20 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 settings_status, settings_box = create_settings_tab(ctx)
         # A returning writer finds the story they worked on last, draft and all.
         demo.load(lambda: open_latest_story(ctx), None, story, api_name=False)
+        # A name the writer typed is a new story (Write creates it on opening): list it. `input`
+        # fires only for the writer's own choice, so this update does not trigger itself.
+        story.input(lambda s: gr.Dropdown(choices=_with(ctx.studio.stories.names(), story_name(s))), story, story,
+                    api_name=False)
         demo.load(settings_status, None, settings_box, api_name=False)
         # Compare starts from the same draft as Write (saved there when it loses focus).
         compare_tab.select(lambda s: ctx.studio.stories.draft(story_name(s)), story, compare["story_text"],
                            api_name=False)
     demo.queue(default_concurrency_limit=ctx.cfg.webui.concurrency, max_size=None)
     return demo
+
+
+def _with(names: list[str], name: str) -> list[str]:
+    return names if name in names else [*names, name]
 
 
 def open_latest_story(ctx) -> gr.Dropdown:
