@@ -107,6 +107,10 @@ MESSAGES = {
     "col_chars": ("Characters", "字数"), "col_updated": ("Last change", "最后修改"), "col_no": ("#", "序号"),
     "col_summary": ("Summary", "摘要"), "col_id": ("Id", "编号"),
     "col_keep": ("Keep", "保留"),
+    # the Recut clip table keeps the names its API clients read in English
+    "col_hook": ("hook", "钩子"), "col_first_id": ("first_id", "起始字幕"), "col_last_id": ("last_id", "结束字幕"),
+    "col_start": ("start", "开始"), "col_end": ("end", "结束"), "col_cue_text": ("text", "字幕"),
+    "col_round": ("round", "轮次"), "col_coverage": ("coverage", "覆盖率"), "col_missing": ("missing", "未用的词"),
     # notes and errors
     "write_first": ("Write something first: a story to continue or an instruction.",
                     "请先写点什么：要续写的前文，或一条写作要求。"),

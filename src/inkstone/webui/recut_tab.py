@@ -15,29 +15,30 @@ from ..recut.pipeline import LANGUAGES, RecutError, prepare, run, write_all
 from ..recut.repair import span
 from ..recut.timeline import Timeline
 from ..recut.video import VideoError, probe
-from .i18n import i18n
+from .i18n import headers, i18n
 
-COLUMNS = ["hook", "first_id", "last_id", "start", "end", "text"]
+COLUMNS = ["hook", "first_id", "last_id", "start", "end", "cue_text"]  # header keys (i18n MESSAGES col_*)
 
 
 def _ts(ms: int) -> str:
     return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
 
 
-def clip_table(tl: Timeline) -> pd.DataFrame:
+def clip_table(tl: Timeline, request=None) -> pd.DataFrame:
     rows = [[c.hook, c.first_id, c.last_id, _ts(c.start), _ts(c.end),
              " / ".join(x.text.replace("\n", " ") for x in tl.cues_of(c))] for c in tl.clips]
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame(rows, columns=headers(request, *COLUMNS))
 
 
-def _outputs(tl: Timeline, folder: Path, status: str):
+def _outputs(tl: Timeline, folder: Path, status: str, request=None):
     files = [str(folder / n) for n in (*EXPORTS, "recut.mp4") if (folder / n).is_file()]
     video = str(folder / "recut.mp4") if (folder / "recut.mp4").is_file() else None
     srt = (folder / "recut.srt").read_text(encoding="utf-8")
-    return status, clip_table(tl), video, srt, files, str(folder)
+    return status, clip_table(tl, request), video, srt, files, str(folder)
 
 
-def cut_episode(ctx, subtitles: Optional[str], video: Optional[str], target: float, lang: str, hook: bool):
+def cut_episode(ctx, subtitles: Optional[str], video: Optional[str], target: float, lang: str, hook: bool,
+                request=None):
     """Run a recut; yields (status, table, preview video, preview subtitles, export files, folder)."""
     if not subtitles:
         raise gr.Error("upload the episode's subtitles first / 请先上传字幕")
@@ -62,10 +63,10 @@ def cut_episode(ctx, subtitles: Optional[str], video: Optional[str], target: flo
     except RecutError as exc:
         raise gr.Error(str(exc)) from exc
     validity = "valid before repair" if tl.valid_before_repair else "repaired: " + "; ".join(tl.issues)
-    yield _outputs(tl, folder, "\n".join(steps + [validity]))
+    yield _outputs(tl, folder, "\n".join(steps + [validity]), request)
 
 
-def apply_edits(folder: str, table: pd.DataFrame):
+def apply_edits(folder: str, table: pd.DataFrame, request=None):
     """The edited table as the cut: rows in order, the ticked hook first, times copied from the cues
     again (never from the table), then every export written anew."""
     path = Path(folder or "") / "timeline.json"
@@ -74,14 +75,14 @@ def apply_edits(folder: str, table: pd.DataFrame):
     tl = Timeline.load(path)
     by_id = {c.id: c for c in tl.cues}
     clips = []
-    for n, row in enumerate(table.itertuples(index=False), 1):
+    for n, (hook, first_id, last_id, *_) in enumerate(table.values.tolist(), 1):  # by position: headers are translated
         try:
-            a, b = int(row.first_id), int(row.last_id)
+            a, b = int(first_id), int(last_id)
         except (TypeError, ValueError):
             raise gr.Error(f"row {n}: first_id and last_id must be cue numbers") from None
         if a not in by_id or b not in by_id or a > b:
             raise gr.Error(f"row {n}: cues {a}-{b} do not exist in {tl.source} (1-{len(tl.cues)})")
-        clips.append(span(by_id, a, b, str(row.hook).lower() in ("true", "1"), ""))
+        clips.append(span(by_id, a, b, str(hook).lower() in ("true", "1"), ""))
     if not clips:
         raise gr.Error("keep at least one clip / 至少保留一个片段")
     hooks = [c for c in clips if c.hook]
@@ -99,7 +100,7 @@ def apply_edits(folder: str, table: pd.DataFrame):
         write_all(tl, Path(folder), has_audio)
     except RecutError as exc:
         raise gr.Error(str(exc)) from exc
-    return _outputs(tl, Path(folder), f"{len(tl.clips)} clips, {tl.duration / 1000:.1f} s (edited)")
+    return _outputs(tl, Path(folder), f"{len(tl.clips)} clips, {tl.duration / 1000:.1f} s (edited)", request)
 
 
 def create_recut_tab(ctx) -> None:
@@ -113,7 +114,7 @@ def create_recut_tab(ctx) -> None:
         hook = gr.Checkbox(True, label=i18n("recut_hook"))
         go = gr.Button(i18n("recut_run"), variant="primary")
     status = gr.Textbox(label=i18n("recut_status"), lines=3, interactive=False)
-    table = gr.Dataframe(headers=COLUMNS, datatype=["bool", "number", "number", "str", "str", "str"],
+    table = gr.Dataframe(headers=headers(None, *COLUMNS), datatype=["bool", "number", "number", "str", "str", "str"],
                          interactive=True, wrap=True, label=i18n("recut_clips"))
     apply = gr.Button(i18n("recut_apply"))
     with gr.Row():
@@ -123,8 +124,11 @@ def create_recut_tab(ctx) -> None:
     folder = gr.Textbox(label=i18n("recut_folder"), interactive=False)
     outputs = [status, table, preview, preview_srt, downloads, folder]
 
-    def cut(*inputs):
-        yield from cut_episode(ctx, *inputs)
+    def cut(request: gr.Request, *inputs):
+        yield from cut_episode(ctx, *inputs, request=request)
+
+    def apply_them(chosen_folder, rows, request: gr.Request):
+        return apply_edits(chosen_folder, rows, request)
 
     go.click(cut, [subtitles, video, target, lang, hook], outputs, api_name="recut")
-    apply.click(apply_edits, [folder, table], outputs, api_name="recut_apply")
+    apply.click(apply_them, [folder, table], outputs, api_name="recut_apply")

@@ -20,7 +20,7 @@ from ..vocab.loop import DEFAULT_LENGTH, Round, RoundStarted, VocabStory, run_to
 from ..vocab.matching import WordResult
 from ..vocab.wordlists import JLPT_LEVELS, VocabError, Word, WordList, choose_words, draw, words_from_text
 from . import vocab_strings
-from .i18n import i18n, lang_of
+from .i18n import headers, i18n, lang_of
 from .write_tab import BASE_CHOICE, adapter_choices
 
 LEVEL_CHOICES = {"ja": list(JLPT_LEVELS[::-1]), "zh": [str(i) for i in range(1, 7)] + ["7-9"], "en": []}
@@ -60,9 +60,9 @@ def report_markdown(story: VocabStory, request=None) -> str:
     return "\n\n".join(lines)
 
 
-def rounds_table(rounds: list[Round]) -> pd.DataFrame:
+def rounds_table(rounds: list[Round], request=None) -> pd.DataFrame:
     return pd.DataFrame([[r.number, r.mode, round(r.coverage, 3), "、".join(r.missing)] for r in rounds],
-                        columns=ROUND_COLUMNS)
+                        columns=headers(request, *ROUND_COLUMNS))
 
 
 def choose(lang: str, level: str, file, pasted: str, count: float, seed: float, request=None) -> WordList:
@@ -109,11 +109,12 @@ def stream_story(ctx, words: WordList, theme: str, length: float, rounds: float,
             elif isinstance(ev, Round):
                 done.append(ev)
                 status = _say(request, "vocab_round_done", n=ev.number, c=ev.coverage)
-                yield gr.skip(), status, rounds_table(done), gr.skip()
+                yield gr.skip(), status, rounds_table(done, request), gr.skip()
             elif isinstance(ev, VocabStory):
                 state = {"text": ev.text, "lang": words.lang, "words": [dataclasses.asdict(w) for w in words.words],
                          "source": words.source, "level": words.level}
-                yield highlight(ev.text, ev.analysis.results), report_markdown(ev, request), rounds_table(done), state
+                yield (highlight(ev.text, ev.analysis.results), report_markdown(ev, request), rounds_table(done, request),
+                       state)
     except (EngineUnavailable, AdapterError, ValueError) as exc:
         raise gr.Error(str(exc)) from exc
 
@@ -163,7 +164,7 @@ def create_vocab_tab(ctx) -> dict:
                 rewrite = gr.Button(i18n("vocab_rewrite"))
             story_html = gr.HTML(label=i18n("vocab_story"))
             report = gr.Markdown()
-            table = gr.Dataframe(headers=ROUND_COLUMNS, label=i18n("vocab_rounds_table"), wrap=True)
+            table = gr.Dataframe(headers=headers(None, *ROUND_COLUMNS), label=i18n("vocab_rounds_table"), wrap=True)
             state = gr.State(None)
             with gr.Accordion(i18n("vocab_compare"), open=False):
                 models = gr.CheckboxGroup(adapter_choices(ctx.adapters), value=[BASE_CHOICE],
