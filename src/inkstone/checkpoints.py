@@ -194,3 +194,22 @@ def run_dir_of(adapter: PathLike) -> Optional[Path]:
     if (parent / "run.json").is_file() or (parent / "progress.jsonl").is_file():
         return parent
     return None
+
+
+def replace_folder(final: Path, write) -> Path:
+    """Write a folder beside the old one (`write(tmp)`), then swap: rename the old aside as
+    `.<name>-old`, rename the new in, delete the old. A kill at any point leaves a whole folder
+    (`final`, or `.<name>-old`, which `finished_adapter` falls back to for adapters)."""
+    import os
+    import shutil
+
+    final = Path(final)
+    tmp, old = final.parent / f".{final.name}-partial", final.parent / f".{final.name}-old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    write(tmp)
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final

@@ -319,13 +319,23 @@ def run_vocab(cfg, args) -> int:
     return 0
 
 
-def run_vocab_data(cfg, args) -> int:
-    """Accepted vocabulary stories -> prompt/completion rows the trainer reads."""
+def _training_prompts(cfg):
+    """The prompt service of the model to be trained, without engine, memory or stories: training
+    rows carry exactly the prompts the studio will later build for these modes."""
     from transformers import AutoTokenizer
 
     from .model_files import resolve_base_model
     from .prompt_format import resolve_format
     from .prompting.service import PromptService, PromptSettings
+
+    model = resolve_base_model(cfg.model.base, cfg.model.models_dir, cfg.model.offline_fallback)
+    tokenizer = AutoTokenizer.from_pretrained(model.path)
+    return PromptService(tokenizer, PromptSettings.from_config(cfg, model.name,
+                                                               resolve_format(tokenizer, "auto", model.name)))
+
+
+def run_vocab_data(cfg, args) -> int:
+    """Accepted vocabulary stories -> prompt/completion rows the trainer reads."""
     from .vocab.training import read_stories, sft_rows, write_rows
     from .vocab.wordlists import VocabError
 
@@ -333,11 +343,7 @@ def run_vocab_data(cfg, args) -> int:
         stories = read_stories(args.input)
     except VocabError as exc:
         raise UserError(str(exc)) from exc
-    # The prompts of the model to be trained, as the studio would build them (no engine needed).
-    model = resolve_base_model(cfg.model.base, cfg.model.models_dir, cfg.model.offline_fallback)
-    tokenizer = AutoTokenizer.from_pretrained(model.path)
-    prompts = PromptService(tokenizer, PromptSettings.from_config(cfg, model.name,
-                                                                  resolve_format(tokenizer, "auto", model.name)))
+    prompts = _training_prompts(cfg)
     try:
         rows, report = sft_rows(stories, prompts, min_coverage=args.min_coverage, with_words=args.with_words,
                                 words_per_paragraph=cfg.vocab.words_per_paragraph)
@@ -395,19 +401,10 @@ def run_recut(cfg, args) -> int:
 
 
 def run_recut_data(cfg, args) -> int:
-    from transformers import AutoTokenizer
-
-    from .model_files import resolve_base_model
-    from .prompt_format import resolve_format
-    from .prompting.service import PromptService, PromptSettings
     from .recut.align import PairError
     from .recut.training import build_recut_data
 
-    model = resolve_base_model(cfg.model.base, cfg.model.models_dir, cfg.model.offline_fallback)
-    tokenizer = AutoTokenizer.from_pretrained(model.path)
-    # The prompts the recut will be asked with: the same service, no memory.
-    prompts = PromptService(tokenizer, PromptSettings.from_config(cfg, model.name,
-                                                                  resolve_format(tokenizer, "auto", model.name)))
+    prompts = _training_prompts(cfg)
     try:
         report = build_recut_data(args.pairs, args.output, prompts)
     except PairError as exc:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
-from ..checkpoints import ADAPTER_DIRNAME, PREVIOUS_ADAPTER_DIRNAME, is_complete_checkpoint, latest_checkpoint
+from ..checkpoints import ADAPTER_DIRNAME, is_complete_checkpoint, latest_checkpoint, replace_folder
 from ..config import TrainConfig
 from .progress import PROGRESS_FILE, ProgressLog, make_progress_callback
 
@@ -211,21 +211,12 @@ def needs_checkpointing(model_config, *, batch: int, seq: int, dtype_bytes: int)
 
 
 def save_adapter_atomically(model, tokenizer, out: Path) -> Path:
-    """Write the adapter beside the old one, then swap: rename the old aside, rename
-    the new in, delete the old. A kill at any point leaves a whole adapter
-    (`adapter`, or `.adapter-old` which `finished_adapter` falls back to)."""
-    import shutil
+    """The adapter and tokenizer as `<out>/adapter`, swapped in whole (checkpoints.replace_folder)."""
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
 
-    final, tmp, old = out / ADAPTER_DIRNAME, out / f".{ADAPTER_DIRNAME}-partial", out / PREVIOUS_ADAPTER_DIRNAME
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final
+    return replace_folder(out / ADAPTER_DIRNAME, write)
 
 
 def resume_point(resume_arg: Optional[str], out: Path, log: ProgressLog, *,

@@ -14,13 +14,11 @@ only the weights that train (`trainable.safetensors`), not the frozen model.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..checkpoints import INCOMPLETE_MARKER, TRAINER_STATE, checkpoint_step
+from ..checkpoints import INCOMPLETE_MARKER, TRAINER_STATE, checkpoint_step, replace_folder
 from ..config import TrainConfig
 from ..train.progress import PROGRESS_FILE, ProgressLog, make_progress_callback
 from .language import KNOWN
@@ -213,12 +211,4 @@ def save_result(model, processor, out: Path, *, stage: int) -> Path:
 
     if stage == 2:
         model = model.merge_and_unload()
-    final, tmp, old = out / MODEL_DIRNAME, out / f".{MODEL_DIRNAME}-partial", out / f".{MODEL_DIRNAME}-old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_model(model, processor, tmp)
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final
+    return replace_folder(out / MODEL_DIRNAME, lambda folder: save_model(model, processor, folder))
