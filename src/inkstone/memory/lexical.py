@@ -13,6 +13,13 @@ the base rows of entries since changed or deleted, and scores the few entries
 written since (its delta) with the base's statistics; it is rebuilt once the
 delta outgrows an eighth of the base.
 
+Nor is it redone on every open: each base is saved beside the SQLite file
+(`<file>.bm25/<part>/`, bm25s's own format, memory-mapped when loaded) with
+the write generation it was built at. Every row carries the generation of its
+last write, so on open the rows written since, and the base's entries deleted
+since, are found from ids and generations alone, and the saved base serves at
+once with its delta.
+
 Consistency with Chroma: the store marks a part dirty (committed) before it
 writes Chroma, and the part's new rows and the mark's removal are committed
 together after. A crash between the two leaves the mark, and opening the store
@@ -21,9 +28,11 @@ collection's, or an index made by another tokenizer version.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
+import shutil
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,13 +40,14 @@ from typing import Iterable, Optional
 
 import numpy as np
 
+from ..checkpoints import replace_folder
 from .tokens import VERSION, tokenize
 
 log = logging.getLogger(__name__)
 
 Part = tuple[str, str]  # (story, kind)
 
-_FORMAT = f"docs-2/{VERSION}"  # this file's layout and the tokens' version
+_FORMAT = f"docs-3/{VERSION}"  # this file's layout and the tokens' version
 _K1, _B = 1.5, 0.75  # bm25s's defaults (Lucene's BM25)
 _REBUILD_SHARE = 8  # rebuild a part once its changes exceed 1/8 of its base
 _REBUILD_MIN = 64  # ... or this many, for small parts
@@ -46,6 +56,7 @@ _REBUILD_MIN = 64  # ... or this many, for small parts
 class LexicalIndex:
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._saved_dir = self.path.with_name(self.path.name + ".bm25")  # saved bases, one folder a part
         try:
             self._open()
         except sqlite3.DatabaseError as exc:
@@ -55,6 +66,7 @@ class LexicalIndex:
             log.warning("the lexical memory index %s is unreadable (%s); moved to %s and rebuilt from the store",
                         self.path, exc, aside.name)
             self.path.replace(aside)
+            shutil.rmtree(self._saved_dir, ignore_errors=True)
             for extra in ("-wal", "-shm"):
                 self.path.with_name(self.path.name + extra).unlink(missing_ok=True)
             self._open()
@@ -72,10 +84,11 @@ class LexicalIndex:
         if got is None or got[0] != _FORMAT:  # another tokenizer or layout made these rows: start over
             self._db.executescript("DROP TABLE IF EXISTS docs; DROP TABLE IF EXISTS dirty;")
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (_FORMAT,))
+            shutil.rmtree(self._saved_dir, ignore_errors=True)
         self._db.executescript("""
             CREATE TABLE IF NOT EXISTS docs (story TEXT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL,
                                              tokens TEXT NOT NULL, document TEXT NOT NULL, metadata TEXT NOT NULL,
-                                             PRIMARY KEY (story, kind, id));
+                                             gen INTEGER NOT NULL, PRIMARY KEY (story, kind, id));
             CREATE TABLE IF NOT EXISTS dirty (story TEXT NOT NULL, kind TEXT NOT NULL, PRIMARY KEY (story, kind));
         """)
         self._db.commit()
@@ -109,8 +122,9 @@ class LexicalIndex:
     def put(self, part: Part, rows: Iterable[tuple[str, str, str, dict]]) -> None:
         """Add or replace entries of one part: (id, text to index, document, metadata)."""
         toks = [(i, tokenize(text), doc, meta) for i, text, doc, meta in rows]
-        self._db.executemany("INSERT OR REPLACE INTO docs VALUES (?, ?, ?, ?, ?, ?)",
-                             [(*part, i, " ".join(t), doc, json.dumps(meta, ensure_ascii=False))
+        gen = self._next_generation()
+        self._db.executemany("INSERT OR REPLACE INTO docs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             [(*part, i, " ".join(t), doc, json.dumps(meta, ensure_ascii=False), gen)
                               for i, t, doc, meta in toks])
         loaded = self._parts.get(part)
         if loaded is not None:
@@ -127,6 +141,21 @@ class LexicalIndex:
     def clear(self, part: Part) -> None:
         self._db.execute("DELETE FROM docs WHERE story = ? AND kind = ?", part)
         self._parts.pop(part, None)
+        shutil.rmtree(self._part_dir(part), ignore_errors=True)
+
+    def _next_generation(self) -> int:
+        """A new write generation, committed with the rows that carry it."""
+        got = self._db.execute("SELECT value FROM meta WHERE key = 'gen'").fetchone()
+        gen = int(got[0]) + 1 if got else 1
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('gen', ?)", (str(gen),))
+        return gen
+
+    def _generation(self) -> int:
+        got = self._db.execute("SELECT value FROM meta WHERE key = 'gen'").fetchone()
+        return int(got[0]) if got else 0
+
+    def _part_dir(self, part: Part) -> Path:
+        return self._saved_dir / hashlib.sha1("\x00".join(part).encode()).hexdigest()[:20]
 
     def drop(self, parts: Iterable[Part]) -> None:
         """Forget parts whose collections are gone (outside `writing`)."""
@@ -142,10 +171,46 @@ class LexicalIndex:
         if not query_tokens or n <= 0:
             return []
         loaded = self._parts.get(part)
-        if loaded is None or loaded.worn():
-            rows = self._db.execute("SELECT id, tokens FROM docs WHERE story = ? AND kind = ?", part).fetchall()
-            loaded = self._parts[part] = _LoadedPart([i for i, _ in rows], [t.split() for _, t in rows])
+        if loaded is None:
+            loaded = self._parts[part] = self._load_saved(part) or self._build(part)
+        if loaded.worn():
+            loaded = self._parts[part] = self._build(part)
         return loaded.search(query_tokens, n)
+
+    def _build(self, part: Part) -> "_LoadedPart":
+        """A new base from the part's rows, saved for the next open."""
+        gen = self._generation()
+        rows = self._db.execute("SELECT id, tokens FROM docs WHERE story = ? AND kind = ?", part).fetchall()
+        loaded = _LoadedPart([i for i, _ in rows], [t.split() for _, t in rows], gen)
+        try:
+            replace_folder(self._part_dir(part), loaded.save)
+        except OSError as exc:  # a full or read-only disk: search goes on, the next open rebuilds
+            log.warning("could not save the word index of %s/%s: %s", *part, exc)
+        return loaded
+
+    def _load_saved(self, part: Part) -> Optional["_LoadedPart"]:
+        """The saved base with what changed since it was built, or None (none saved,
+        another format, unreadable: then it is rebuilt)."""
+        folder = self._part_dir(part)
+        if not (folder / _STAMP).is_file():
+            return None
+        try:
+            loaded = _LoadedPart.load(folder)
+        except Exception as exc:  # a damaged save is only a cache of the rows
+            log.warning("the saved word index of %s/%s is unreadable (%s); rebuilding it", *part, exc)
+            return None
+        now = dict(self._db.execute("SELECT id, gen FROM docs WHERE story = ? AND kind = ?", part).fetchall())
+        for entry_id in loaded.ids:
+            if entry_id not in now:
+                loaded.remove(entry_id)
+        newer = [i for i, g in now.items() if g > loaded.built_gen]
+        for start in range(0, len(newer), 500):
+            ids = newer[start:start + 500]
+            got = self._db.execute(f"SELECT id, tokens FROM docs WHERE story = ? AND kind = ? AND id IN "
+                                   f"({','.join('?' * len(ids))})", (*part, *ids))
+            for entry_id, toks in got:
+                loaded.put(entry_id, toks.split())
+        return loaded
 
     def documents(self, part: Part, ids: list[str]) -> dict[str, tuple[str, dict]]:
         """{id: (document, metadata)} of entries of one part, as Chroma holds them."""
@@ -160,23 +225,51 @@ class LexicalIndex:
         self._db.close()
 
 
+_STAMP = "stamp.json"  # written last: a folder without it is not a whole save
+
+
 class _LoadedPart:
-    """One part's BM25 matrix (base), the base rows masked out, and the delta."""
+    """One part's BM25 matrix (base), the base rows masked out, and the delta.
+    `built_gen`: the write generation its rows were read at."""
 
-    def __init__(self, ids: list[str], tokens: list[list[str]]):
-        import bm25s
-
+    def __init__(self, ids: list[str], tokens: Optional[list[list[str]]], built_gen: int,
+                 avg_len: Optional[float] = None, bm25=None):
         self.ids = ids
         self.pos = {i: n for n, i in enumerate(ids)}
         self.mask = np.ones(len(ids), dtype=np.float32)
         self.masked = 0
         self.delta: dict[str, list[str]] = {}
         self.n_docs = len(ids)
-        self.avg_len = (sum(map(len, tokens)) / len(tokens)) if tokens else 1.0
-        self.bm25: Optional[object] = None
-        if any(tokens):
-            self.bm25 = bm25s.BM25(k1=_K1, b=_B)
-            self.bm25.index(tokens, show_progress=False)
+        self.built_gen = built_gen
+        self.bm25 = bm25
+        if tokens is not None:
+            import bm25s
+
+            self.avg_len = (sum(map(len, tokens)) / len(tokens)) if tokens else 1.0
+            if any(tokens):
+                self.bm25 = bm25s.BM25(k1=_K1, b=_B)
+                self.bm25.index(tokens, show_progress=False)
+        else:
+            self.avg_len = avg_len or 1.0
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True)
+        if self.bm25 is not None:
+            self.bm25.save(folder / "bm25", show_progress=False)
+        (folder / "ids.json").write_text(json.dumps(self.ids, ensure_ascii=False), encoding="utf-8")
+        (folder / _STAMP).write_text(json.dumps({"format": _FORMAT, "built_gen": self.built_gen,
+                                                 "avg_len": self.avg_len, "bm25": self.bm25 is not None}))
+
+    @classmethod
+    def load(cls, folder: Path) -> "_LoadedPart":
+        import bm25s
+
+        stamp = json.loads((folder / _STAMP).read_text())
+        if stamp.get("format") != _FORMAT:
+            raise ValueError(f"made by format {stamp.get('format')!r}")
+        ids = json.loads((folder / "ids.json").read_text(encoding="utf-8"))
+        bm25 = bm25s.BM25.load(folder / "bm25", mmap=True, show_progress=False) if stamp["bm25"] else None
+        return cls(ids, None, int(stamp["built_gen"]), float(stamp["avg_len"]), bm25)
 
     def worn(self) -> bool:
         return len(self.delta) + self.masked > max(_REBUILD_MIN, self.n_docs // _REBUILD_SHARE)

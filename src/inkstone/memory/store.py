@@ -25,7 +25,7 @@ import hashlib
 import re
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -121,7 +121,7 @@ class MemoryStore:
         self._client = chromadb.PersistentClient(
             path=str(self.db_dir), settings=Settings(anonymized_telemetry=False, allow_reset=False)
         )
-        self._pool = ThreadPoolExecutor(max_workers=len(KINDS), thread_name_prefix="memory-query")
+        self._pool = ThreadPoolExecutor(max_workers=len(KINDS) + 1, thread_name_prefix="memory-query")  # + the query embedding
         self._cols: dict[tuple[str, str], object] = {}  # (story, kind) -> collection of this embedder
         self.pending_migration: list[str] = []  # collections of another embedder or an older layout
         for col in self._client.list_collections():
@@ -142,10 +142,19 @@ class MemoryStore:
         return (f"{n} memories in {self.db_dir} were made with another embedder or an older layout and are not "
                 f"searched with {self.embedder.name}; run `python start.py migrate-memory` to re-embed them")
 
-    def migrate(self, progress=None) -> int:
-        """Move every pending collection into this embedder's layout; returns entries moved."""
+    def pending_embedders(self) -> set[str]:
+        """The embedders whose collections wait for `migrate` ('' for the oldest layout)."""
+        return {(self._client.get_collection(c, embedding_function=None).metadata or {}).get("embedder", "")
+                for c in self.pending_migration}
+
+    def migrate(self, progress=None, only_from: Optional[Sequence[str]] = None) -> int:
+        """Move the pending collections (those of the embedders in `only_from`, if
+        given) into this embedder's layout; returns entries moved."""
         moved = 0
         for name in list(self.pending_migration):
+            if only_from is not None and (self._client.get_collection(name, embedding_function=None).metadata
+                                          or {}).get("embedder") not in only_from:
+                continue
             moved += self._migrate_from(name)
             self.pending_migration.remove(name)
             if progress:
@@ -341,7 +350,9 @@ class MemoryStore:
             n = max(n, _DEPTH)
         dense_jobs = None
         if use_dense:
-            vec = self.embedder.embed([query])
+            # The query is embedded on the pool (the encoders release the GIL) while
+            # this thread scores BM25; the vector queries then start from there.
+            vec = self._pool.submit(self.embedder.embed_query, [query])
             dense_jobs = [self._pool.submit(_dense_query, col, vec, n) for _, _, col in cols]
         lexical: list[list[tuple]] = [[] for _ in cols]
         if use_lexical:
@@ -413,9 +424,9 @@ class MemoryStore:
                                                    entries[i].text, _metadata(entries[i])) for i in part])
 
 
-def _dense_query(col, vec: np.ndarray, n: int) -> list[tuple[str, float]]:
+def _dense_query(col, vec: Future, n: int) -> list[tuple[str, float]]:
     # Ids and distances only: the few entries a search returns are read afterwards.
-    got = col.query(query_embeddings=vec, n_results=n, include=["distances"])
+    got = col.query(query_embeddings=vec.result(), n_results=n, include=["distances"])
     return [(i, 1.0 - float(dist)) for i, dist in zip(got["ids"][0], got["distances"][0])]
 
 
