@@ -220,3 +220,36 @@ def test_entries_of_a_configured_model_wait_for_the_migrate_command(tmp_path, em
         assert any("migrate-memory" in n for n in notes), notes
     finally:
         mem.close()
+
+
+def _tiny_sentence_transformer(folder):
+    """A one-layer random BERT as a sentence-transformers folder, with query and
+    document prompts in its config, as a configured model would have."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    chars = sorted(set("刘姥姥是乡下穷苦老妇潇湘馆黛玉的住处从来攀亲戚太谁querypasg: ？，。"))
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars)}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                            sep_token="[SEP]", mask_token="[MASK]").save_pretrained(folder / "hf")
+    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=64)).save_pretrained(folder / "hf")
+    word = Transformer(str(folder / "hf"), max_seq_length=60)
+    SentenceTransformer(modules=[word, Pooling(word.get_embedding_dimension(), "mean")],
+                        prompts={"query": "query: ", "document": "passage: "}).save(str(folder / "st"))
+    return folder / "st"
+
+
+def test_a_configured_local_model_embeds_with_its_own_prompts(tmp_path):
+    emb, note = load_embedder(str(_tiny_sentence_transformer(tmp_path)), offline_fallback=False)
+    assert note is None and emb.name == "st" and emb.dim == 32
+    text = ["刘姥姥是乡下穷苦老妇。"]
+    assert not np.allclose(emb.embed(text), emb.embed_query(text))  # "passage: " and "query: "
+    store = MemoryStore(tmp_path / "db", emb)
+    e = store.add("character", text[0], title="刘姥姥")
+    assert store.search("刘姥姥是谁？", k=1)[0].entry.id == e.id
+    store.close()

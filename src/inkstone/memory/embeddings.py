@@ -100,7 +100,7 @@ class SentenceTransformerEmbedder:
         # local_files_only: never reach for a hub at run time.
         self._model = SentenceTransformer(model_name_or_path, local_files_only=True, device="cpu")
         self.name = Path(model_name_or_path).name if Path(model_name_or_path).exists() else model_name_or_path
-        self.dim = int(self._model.get_sentence_embedding_dimension())
+        self.dim = int(self._model.get_embedding_dimension())
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
