@@ -49,6 +49,7 @@ def test_compare_and_batch_from_the_tab(app, client, rt):
     settings = ["zh", None, None, "高兴\n充电宝\n城市\n咖啡", 3, "", 16, 1, 2, "(base model)"]
     table = client.predict(*settings, ["(base model)"], api_name="/vocab_compare")
     assert [row[0] for row in table["data"]] == ["(base model)"] and table["data"][0][3] == 1
+    assert table["headers"] == ["model", "first round", "kept", "rounds", "density"]  # this client asks in English
 
     note, path = client.predict(*settings, 2, 2, "tab batch", api_name="/vocab_batch")
     out = batch_file(ctx, "tab batch")

@@ -90,9 +90,9 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             with gr.Tab(i18n("tab_history")):
                 create_history_tab(ctx, story)
             with gr.Tab(i18n("tab_recut")):
-                create_recut_tab(ctx)
+                recut_load = create_recut_tab(ctx)
             with gr.Tab(i18n("tab_vocab")):
-                create_vocab_tab(ctx)
+                vocab_load = create_vocab_tab(ctx)["on_load"]
             with gr.Tab(i18n("tab_train")):
                 create_train_tab(ctx)
             with gr.Tab(i18n("tab_settings")):
@@ -104,6 +104,9 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         story.input(lambda s: gr.Dropdown(choices=_with(ctx.studio.stories.names(), story_name(s))), story, story,
                     api_name=False)
         demo.load(settings_status, None, settings_box, api_name=False)
+        # Headers of tables that start empty: Gradio translates labels, not a table's columns.
+        for fn, outputs in (recut_load, vocab_load):
+            demo.load(fn, None, outputs, api_name=False)
         # Compare starts from the same draft as Write (saved there when it loses focus).
         compare_tab.select(lambda s: ctx.studio.stories.draft(story_name(s)), story, compare["story_text"],
                            api_name=False)

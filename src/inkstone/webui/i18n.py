@@ -111,6 +111,8 @@ MESSAGES = {
     "col_hook": ("hook", "钩子"), "col_first_id": ("first_id", "起始字幕"), "col_last_id": ("last_id", "结束字幕"),
     "col_start": ("start", "开始"), "col_end": ("end", "结束"), "col_cue_text": ("text", "字幕"),
     "col_round": ("round", "轮次"), "col_coverage": ("coverage", "覆盖率"), "col_missing": ("missing", "未用的词"),
+    "col_model": ("model", "模型"), "col_first_round": ("first round", "首轮覆盖率"), "col_kept": ("kept", "最终覆盖率"),
+    "col_rounds": ("rounds", "轮数"), "col_density": ("density", "密度"),
     # notes and errors
     "write_first": ("Write something first: a story to continue or an instruction.",
                     "请先写点什么：要续写的前文，或一条写作要求。"),

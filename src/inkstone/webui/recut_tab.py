@@ -103,7 +103,8 @@ def apply_edits(folder: str, table: pd.DataFrame, request=None):
     return _outputs(tl, Path(folder), f"{len(tl.clips)} clips, {tl.duration / 1000:.1f} s (edited)", request)
 
 
-def create_recut_tab(ctx) -> None:
+def create_recut_tab(ctx) -> tuple:
+    """Returns the loader the app runs when a page opens: the empty clip table in the page's language."""
     with gr.Row():
         subtitles = gr.File(label=i18n("recut_subtitles"), file_types=[".srt", ".vtt", ".ass", ".ssa"],
                             type="filepath")
@@ -132,3 +133,8 @@ def create_recut_tab(ctx) -> None:
 
     go.click(cut, [subtitles, video, target, lang, hook], outputs, api_name="recut")
     apply.click(apply_them, [folder, table], outputs, api_name="recut_apply")
+
+    def empty_table(request: gr.Request) -> pd.DataFrame:
+        return pd.DataFrame(columns=headers(request, *COLUMNS))
+
+    return empty_table, [table]

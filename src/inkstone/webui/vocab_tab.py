@@ -25,7 +25,7 @@ from .write_tab import BASE_CHOICE, adapter_choices
 
 LEVEL_CHOICES = {"ja": list(JLPT_LEVELS[::-1]), "zh": [str(i) for i in range(1, 7)] + ["7-9"], "en": []}
 ROUND_COLUMNS = ["round", "mode", "coverage", "missing"]
-COMPARE_COLUMNS = ["model", "first round", "kept", "rounds", "density"]
+COMPARE_COLUMNS = ["model", "first_round", "kept", "rounds", "density"]  # header keys (i18n MESSAGES col_*)
 
 
 def _say(request, key: str, **values) -> str:
@@ -120,7 +120,7 @@ def stream_story(ctx, words: WordList, theme: str, length: float, rounds: float,
 
 
 def compare_models(ctx, words: WordList, theme: str, length: float, rounds: float, seed: float,
-                   models: list[str]) -> pd.DataFrame:
+                   models: list[str], request=None) -> pd.DataFrame:
     """The same words and seed through each chosen model or adapter, at once."""
     settings = ctx.cfg.vocab.model_copy(update={"max_rounds": int(rounds)})
 
@@ -135,7 +135,7 @@ def compare_models(ctx, words: WordList, theme: str, length: float, rounds: floa
             rows = list(pool.map(one, models or [BASE_CHOICE]))
         except (EngineUnavailable, AdapterError, ValueError) as exc:
             raise gr.Error(str(exc)) from exc
-    return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
+    return pd.DataFrame(rows, columns=headers(request, *COMPARE_COLUMNS))
 
 
 def batch_file(ctx, name: str) -> Path:
@@ -170,7 +170,7 @@ def create_vocab_tab(ctx) -> dict:
                 models = gr.CheckboxGroup(adapter_choices(ctx.adapters), value=[BASE_CHOICE],
                                           label=i18n("vocab_compare_models"))
                 compare_go = gr.Button(i18n("vocab_compare_go"))
-                compare_table = gr.Dataframe(headers=COMPARE_COLUMNS)
+                compare_table = gr.Dataframe(headers=headers(None, *COMPARE_COLUMNS))
             with gr.Accordion(i18n("vocab_batch"), open=False):
                 with gr.Row():
                     batch_n = gr.Number(value=10, precision=0, minimum=1, label=i18n("vocab_batch_n"))
@@ -202,7 +202,7 @@ def create_vocab_tab(ctx) -> dict:
     def compare(request: gr.Request, lang_, level_, file_, pasted_, count_, theme_, length_, rounds_, seed_,
                 adapter_, models_):
         words = choose(lang_, level_, file_, pasted_, count_, seed_, request)
-        return compare_models(ctx, words, theme_, length_, rounds_, seed_, models_)
+        return compare_models(ctx, words, theme_, length_, rounds_, seed_, models_, request)
 
     def batch(request: gr.Request, lang_, level_, file_, pasted_, count_, theme_, length_, rounds_, seed_,
               adapter_, n, best, name):
@@ -226,4 +226,8 @@ def create_vocab_tab(ctx) -> dict:
     stop.click(stop_it, None, None, api_name="vocab_stop")
     compare_go.click(compare, settings + [models], compare_table, api_name="vocab_compare")
     batch_go.click(batch, settings + [batch_n, best_of, batch_name], [batch_note, batch_out], api_name="vocab_batch")
-    return {"event": event, "story": story_html, "report": report}
+    def empty_tables(request: gr.Request):
+        return (pd.DataFrame(columns=headers(request, *ROUND_COLUMNS)),
+                pd.DataFrame(columns=headers(request, *COMPARE_COLUMNS)))
+
+    return {"event": event, "story": story_html, "report": report, "on_load": (empty_tables, [table, compare_table])}
