@@ -11,7 +11,8 @@ The per-kind queries of one search run concurrently on a small thread pool
 Search is hybrid by default: the dense ranking (cosine similarity of the
 query's vector) and a lexical one (BM25 over CJK characters and bigrams and
 stemmed English words, memory/lexical.py, kept beside Chroma and partitioned the
-same way) are fused by reciprocal rank (score = sum of 1 / (60 + rank)), so an
+same way) are fused by reciprocal rank (the sum of 1 / (60 + rank), as a share of
+its best, 2 / 61, so 1 means first on both sides), so an
 entry naming the query's rare names and places rises even where the vectors
 miss it, and a paraphrase sharing no words is still found by its vector.
 
@@ -79,7 +80,7 @@ class MemoryEntry:
 class SearchHit:
     entry: MemoryEntry
     # Higher is better: cosine similarity (dense search), BM25 (lexical) or the
-    # fused reciprocal-rank score (hybrid); compare scores of one search only.
+    # fused reciprocal-rank score (hybrid, 0 to 1); compare scores of one search only.
     score: float
 
 
@@ -370,9 +371,10 @@ class MemoryStore:
         if self.search_mode != "hybrid":
             return sorted(dense or lexical, key=lambda x: -x[2])[:k]
         fused: dict[str, list] = {}
+        best = 2.0 / (_RRF_K + 1)  # first on both sides: scores read as a share of that, 0 to 1
         for ranking in (dense, lexical):
             for rank, (part, i, _) in enumerate(sorted(ranking, key=lambda x: -x[2])):
-                fused.setdefault(i, [part, i, 0.0])[2] += 1.0 / (_RRF_K + rank + 1)
+                fused.setdefault(i, [part, i, 0.0])[2] += 1.0 / (_RRF_K + rank + 1) / best
         return sorted(map(tuple, fused.values()), key=lambda x: -x[2])[:k]
 
     def _hits(self, found: list[tuple]) -> list[SearchHit]:
