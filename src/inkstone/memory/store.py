@@ -122,7 +122,8 @@ class MemoryStore:
         self._client = chromadb.PersistentClient(
             path=str(self.db_dir), settings=Settings(anonymized_telemetry=False, allow_reset=False)
         )
-        self._pool = ThreadPoolExecutor(max_workers=len(KINDS) + 1, thread_name_prefix="memory-query")  # + the query embedding
+        # One worker a kind, and one for the query embedding.
+        self._pool = ThreadPoolExecutor(max_workers=len(KINDS) + 1, thread_name_prefix="memory-query")
         self._cols: dict[tuple[str, str], object] = {}  # (story, kind) -> collection of this embedder
         self.pending_migration: list[str] = []  # collections of another embedder or an older layout
         for col in self._client.list_collections():
@@ -145,16 +146,17 @@ class MemoryStore:
 
     def pending_embedders(self) -> set[str]:
         """The embedders whose collections wait for `migrate` ('' for the oldest layout)."""
-        return {(self._client.get_collection(c, embedding_function=None).metadata or {}).get("embedder", "")
-                for c in self.pending_migration}
+        return {self._embedder_of(c) for c in self.pending_migration}
+
+    def _embedder_of(self, collection: str) -> str:
+        return (self._client.get_collection(collection, embedding_function=None).metadata or {}).get("embedder", "")
 
     def migrate(self, progress=None, only_from: Optional[Sequence[str]] = None) -> int:
         """Move the pending collections (those of the embedders in `only_from`, if
         given) into this embedder's layout; returns entries moved."""
         moved = 0
         for name in list(self.pending_migration):
-            if only_from is not None and (self._client.get_collection(name, embedding_function=None).metadata
-                                          or {}).get("embedder") not in only_from:
+            if only_from is not None and self._embedder_of(name) not in only_from:
                 continue
             moved += self._migrate_from(name)
             self.pending_migration.remove(name)
